@@ -78,3 +78,46 @@ export function setVnetHdrSize(fd: number, size: number): void {
 export function setOffload(fd: number, flags: number): void {
   check("ioctl", libc.ioctl_int(fd, TUNSETOFFLOAD, flags), `TUNSETOFFLOAD ${flags}`);
 }
+
+// <linux/sockios.h>, <net/if.h>
+const SIOCGIFFLAGS = 0x8913;
+const SIOCSIFFLAGS = 0x8914;
+const SIOCGIFMTU = 0x8921;
+const IFF_UP = 0x1;
+const AF_INET = 2;
+const SOCK_DGRAM = 2;
+
+function ifreqFor(name: string): Uint8Array<ArrayBuffer> {
+  const ifr = new Uint8Array(new ArrayBuffer(IFREQ.size));
+  ifr.set(new TextEncoder().encode(name).subarray(0, IFREQ.nameCapacity - 1), IFREQ.ifr_name);
+  return ifr;
+}
+
+function withInetSocket<T>(fn: (s: number) => T): T {
+  const s = check("socket", libc.socket(AF_INET, SOCK_DGRAM | 0o2000000, 0), "AF_INET dgram");
+  try {
+    return fn(s);
+  } finally {
+    libc.close(s);
+  }
+}
+
+/** Sets IFF_UP on interface `name` (SIOCGIFFLAGS / SIOCSIFFLAGS). */
+export function setLinkUp(name: string): void {
+  withInetSocket((s) => {
+    const ifr = ifreqFor(name);
+    check("ioctl", libc.ioctl(s, SIOCGIFFLAGS, ifr), `SIOCGIFFLAGS ${name}`);
+    const v = new DataView(ifr.buffer);
+    v.setInt16(IFREQ.ifr_flags, v.getInt16(IFREQ.ifr_flags, true) | IFF_UP, true);
+    check("ioctl", libc.ioctl(s, SIOCSIFFLAGS, ifr), `SIOCSIFFLAGS ${name} up`);
+  });
+}
+
+/** The interface's MTU (SIOCGIFMTU; ifr_mtu shares ifr_flags' offset). */
+export function getMtu(name: string): number {
+  return withInetSocket((s) => {
+    const ifr = ifreqFor(name);
+    check("ioctl", libc.ioctl(s, SIOCGIFMTU, ifr), `SIOCGIFMTU ${name}`);
+    return new DataView(ifr.buffer).getInt32(IFREQ.ifr_flags, true);
+  });
+}

@@ -1,0 +1,66 @@
+/**
+ * Per-port counters in a SharedArrayBuffer: the dataplane worker writes
+ * them, the main thread reads them (a torn read of one counter is
+ * harmless for statistics). Directions are the switch's: `rx` is what the
+ * switch received from the port (the guest's TX), `tx` what it sent to it.
+ *
+ * @module
+ */
+
+/** Counter names, in slot order. */
+export const COUNTER_NAMES = [
+  "rxPackets",
+  "rxBytes",
+  "txPackets",
+  "txBytes",
+  /** Egress: the guest had no (big enough) RX buffer. */
+  "dropNoBuffer",
+  /** Ingress/egress: frame beyond the port's MTU. */
+  "dropTooBig",
+  /** Ingress: frame shorter than an Ethernet header. */
+  "dropRunt",
+  /** A descriptor chain broke a rule (index, loop, address, direction, indirect). */
+  "dropBadDescriptor",
+  /** Ingress: virtio-net header asked for an offload we did not negotiate. */
+  "dropBadHeader",
+  /** Ingress: destination is the port the frame came from. */
+  "dropSameport",
+  /** Egress: the TAP write failed (e.g. link down, EAGAIN). */
+  "dropTapError",
+  /** The queue was broken (e.g. avail index jumped); the port stopped. */
+  "queueBroken",
+  /** Guest interrupts sent (call eventfd writes). */
+  "interrupts",
+  /** Kicks / TAP wake-ups received. */
+  "wakeups",
+] as const;
+
+/** One counter's name. */
+export type CounterName = typeof COUNTER_NAMES[number];
+
+/** Slot of each counter. */
+export const C = Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, i])) as {
+  [K in CounterName]: number;
+};
+
+/** Counters per port slot (rounded up for alignment). */
+export const COUNTERS_PER_PORT = 16;
+/** Most ports one switch holds. */
+export const MAX_PORTS = 64;
+
+/** Makes the shared counter block. */
+export function createCounterBuffer(): SharedArrayBuffer {
+  return new SharedArrayBuffer(MAX_PORTS * COUNTERS_PER_PORT * 8);
+}
+
+/** A port's counters as a plain object (control path). */
+export function readCounters(
+  table: Float64Array,
+  port: number,
+): Record<CounterName, number> {
+  const base = port * COUNTERS_PER_PORT;
+  return Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, table[base + i]])) as Record<
+    CounterName,
+    number
+  >;
+}

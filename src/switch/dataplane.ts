@@ -1,0 +1,112 @@
+/**
+ * The control plane's handle on the dataplane worker: posts commands,
+ * wakes the worker, and resolves each command's promise from its reply.
+ *
+ * @module
+ */
+
+import { eventfdCreate, eventfdWrite } from "../../ffi/eventfd.ts";
+import { closeFd } from "../../ffi/io.ts";
+import { logger } from "../log.ts";
+import { createCounterBuffer } from "./counters.ts";
+import { type BrokenEvent, type Command, CONTROL, type Reply } from "./dataplane_api.ts";
+
+const log = logger("dataplane");
+
+/** A running dataplane worker. */
+export class Dataplane {
+  /** Per-port counters the worker writes. */
+  readonly counters: Float64Array;
+  readonly #control: Int32Array;
+  readonly #worker: Worker;
+  readonly #commandFd: number;
+  readonly #pending = new Map<
+    number,
+    { resolve: (r: Reply) => void; reject: (e: Error) => void }
+  >();
+  #seq = 0;
+  #dead: Error | null = null;
+  /** Called when the worker stops a port after a fault. */
+  onBroken: (id: number, reason: string) => void = () => {};
+
+  private constructor(agingMs: number) {
+    const counterBuffer = createCounterBuffer();
+    const controlBuffer = new SharedArrayBuffer(CONTROL.length * 4);
+    this.counters = new Float64Array(counterBuffer);
+    this.#control = new Int32Array(controlBuffer);
+    this.#commandFd = eventfdCreate();
+    this.#worker = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module" });
+    this.#worker.onmessage = (e: MessageEvent<Reply | BrokenEvent>) => this.#receive(e.data);
+    this.#worker.onerror = (e: ErrorEvent) => {
+      e.preventDefault();
+      this.#fail(new Error(`Dataplane worker failed: ${e.message}`));
+    };
+    this.#init = this.request({
+      op: "init",
+      counters: counterBuffer,
+      control: controlBuffer,
+      commandFd: this.#commandFd,
+      agingMs,
+    });
+  }
+
+  readonly #init: Promise<Reply["result"]>;
+
+  /** Starts a worker and waits until it runs. */
+  static async start(agingMs: number): Promise<Dataplane> {
+    const dp = new Dataplane(agingMs);
+    await dp.#init;
+    return dp;
+  }
+
+  #fail(err: Error): void {
+    if (this.#dead) return;
+    this.#dead = err;
+    log.fatal`${err.message}`;
+    for (const p of this.#pending.values()) p.reject(err);
+    this.#pending.clear();
+  }
+
+  #receive(msg: Reply | BrokenEvent): void {
+    if ("event" in msg) {
+      this.onBroken(msg.id, msg.reason);
+      return;
+    }
+    const p = this.#pending.get(msg.seq);
+    if (!p) return;
+    this.#pending.delete(msg.seq);
+    p.resolve(msg);
+  }
+
+  /**
+   * Sends a command and waits for the worker to carry it out. Rejects with
+   * the worker's error message if it failed.
+   */
+  async request(cmd: Command): Promise<Reply["result"]> {
+    if (this.#dead) throw this.#dead;
+    const seq = ++this.#seq;
+    const reply = new Promise<Reply>((resolve, reject) =>
+      this.#pending.set(seq, { resolve, reject })
+    );
+    this.#worker.postMessage({ ...cmd, seq });
+    Atomics.add(this.#control, CONTROL.posted, 1);
+    eventfdWrite(this.#commandFd, 1);
+    const r = await reply;
+    if (!r.ok) throw new Error(`Dataplane cannot ${cmd.op}: ${r.error}`);
+    return r.result;
+  }
+
+  /** Rounds the worker has run (liveness). */
+  get rounds(): number {
+    return Atomics.load(this.#control, CONTROL.rounds);
+  }
+
+  /** Stops the worker and releases its eventfd. */
+  async stop(): Promise<void> {
+    if (!this.#dead) {
+      await this.request({ op: "stop" }).catch(() => {});
+    }
+    this.#worker.terminate();
+    closeFd(this.#commandFd);
+  }
+}

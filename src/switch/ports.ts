@@ -1,0 +1,249 @@
+/**
+ * Ports as the control plane sees them: a vhost-user port (server or
+ * client mode) and a host TAP port. Each registers itself with the
+ * dataplane under a small numeric id; the dataplane does the forwarding.
+ *
+ * @module
+ */
+
+import type { Logger } from "@logtape/logtape";
+import { acceptUnix, connectUnix, listenUnix } from "../../ffi/socket.ts";
+import { closeFd, unlinkIfExists } from "../../ffi/io.ts";
+import { getMtu, openTap, setLinkUp, setOffload, setVnetHdrSize, type Tap } from "../../ffi/tun.ts";
+import { logger } from "../log.ts";
+import { Connection } from "../vhost_user/connection.ts";
+import { type DeviceBackend, VhostUserDevice } from "../vhost_user/device.ts";
+import type { MappedRegion } from "../vhost_user/memory_table.ts";
+import type { Reactor } from "../vhost_user/reactor.ts";
+import { ETH_OVERHEAD, NET_HDR_SIZE } from "../virtio/net_header.ts";
+import type { QueueStart } from "./dataplane_api.ts";
+import type { Dataplane } from "./dataplane.ts";
+import { PortKind } from "./engine.ts";
+
+/** The default guest MTU until NET_SET_MTU says otherwise (jumbo frames pass). */
+export const DEFAULT_VHOST_MTU = 9000;
+
+/** What every port shares. */
+export abstract class Port {
+  /** "vhost-server", "vhost-client" or "tap". */
+  abstract readonly type: string;
+  /** Socket path or interface name. */
+  abstract readonly target: string;
+
+  constructor(
+    /** Dataplane id (counter slot). */
+    readonly id: number,
+    /** User-given name. */
+    readonly name: string,
+    protected readonly dataplane: Dataplane,
+  ) {}
+
+  /** Whether a frontend is connected (always true for a TAP). */
+  abstract get connected(): boolean;
+  /** Releases everything the port holds. */
+  abstract close(): Promise<void>;
+}
+
+/** Backoff for client mode reconnects. */
+const RECONNECT_MIN_MS = 100;
+const RECONNECT_MAX_MS = 2000;
+
+/** A vhost-user port: we are the backend for one frontend (QEMU, testpmd). */
+export class VhostPort extends Port implements DeviceBackend {
+  readonly type: string;
+  readonly device: VhostUserDevice;
+  readonly log: Logger;
+  #conn: Connection | null = null;
+  #listenFd = -1;
+  #closing = false;
+  #retryMs = RECONNECT_MIN_MS;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  /** Connections accepted or made so far. */
+  connections = 0;
+
+  constructor(
+    id: number,
+    name: string,
+    dataplane: Dataplane,
+    readonly path: string,
+    readonly client: boolean,
+    readonly reactor: Reactor,
+  ) {
+    super(id, name, dataplane);
+    this.type = client ? "vhost-client" : "vhost-server";
+    this.log = logger("vhost", name);
+    this.device = new VhostUserDevice(this, this.log);
+  }
+
+  get target(): string {
+    return this.path;
+  }
+
+  get connected(): boolean {
+    return this.#conn !== null;
+  }
+
+  /** The live connection, if any (tests). */
+  get connection(): Connection | null {
+    return this.#conn;
+  }
+
+  /** Registers with the dataplane and starts listening / connecting. */
+  async open(): Promise<void> {
+    await this.dataplane.request({
+      op: "addPort",
+      id: this.id,
+      kind: PortKind.VHOST,
+      name: this.name,
+      maxFrame: DEFAULT_VHOST_MTU + ETH_OVERHEAD,
+      fd: -1,
+    });
+    if (this.client) {
+      this.#tryConnect();
+      return;
+    }
+    // A stale socket file from an earlier run would make bind fail.
+    unlinkIfExists(this.path);
+    this.#listenFd = listenUnix(this.path);
+    this.reactor.watch(this.#listenFd, () => this.#accept());
+    this.log.info`Listening on ${this.path}`;
+  }
+
+  #accept(): void {
+    for (;;) {
+      const fd = acceptUnix(this.#listenFd);
+      if (fd < 0) return;
+      if (this.#conn !== null || this.#closing) {
+        this.log.warn`Refused a second connection on ${this.path}: one frontend per port`;
+        closeFd(fd);
+        continue;
+      }
+      this.#attach(fd);
+    }
+  }
+
+  #attach(fd: number): void {
+    this.connections++;
+    this.log.info`Frontend connected (connection ${this.connections})`;
+    const conn = new Connection(fd, this.device, this.reactor, this.log);
+    this.#conn = conn;
+    conn.closed.then(() => {
+      if (this.#conn === conn) this.#conn = null;
+      if (this.client && !this.#closing) this.#schedule();
+    });
+  }
+
+  #tryConnect(): void {
+    this.#timer = undefined;
+    if (this.#closing) return;
+    let fd: number;
+    try {
+      fd = connectUnix(this.path);
+    } catch (e) {
+      this.log.debug`Cannot connect to ${this.path} yet: ${(e as Error).message}`;
+      this.#schedule();
+      return;
+    }
+    this.#retryMs = RECONNECT_MIN_MS;
+    this.#attach(fd);
+  }
+
+  #schedule(): void {
+    if (this.#closing || this.#timer !== undefined) return;
+    this.#timer = setTimeout(() => this.#tryConnect(), this.#retryMs);
+    this.#retryMs = Math.min(this.#retryMs * 2, RECONNECT_MAX_MS);
+  }
+
+  /** Drops the current frontend connection (it may connect again). */
+  async disconnect(reason = "disconnected by the switch"): Promise<void> {
+    await this.#conn?.close(reason);
+  }
+
+  async close(): Promise<void> {
+    this.#closing = true;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    await this.#conn?.close("port removed");
+    if (this.#listenFd >= 0) {
+      this.reactor.unwatch(this.#listenFd);
+      closeFd(this.#listenFd);
+      this.#listenFd = -1;
+      unlinkIfExists(this.path);
+    }
+    await this.dataplane.request({ op: "removePort", id: this.id });
+  }
+
+  // DeviceBackend: the device's requests, carried out by the dataplane.
+  async setMemory(regions: MappedRegion[] | null): Promise<void> {
+    await this.dataplane.request({ op: "setMemory", id: this.id, regions });
+  }
+
+  async startQueue(start: QueueStart): Promise<void> {
+    await this.dataplane.request({ op: "startQueue", id: this.id, start });
+  }
+
+  async stopQueue(q: number): Promise<number> {
+    return await this.dataplane.request({ op: "stopQueue", id: this.id, q }) as number;
+  }
+
+  async setCall(q: number, fd: number): Promise<void> {
+    await this.dataplane.request({ op: "setCall", id: this.id, q, fd });
+  }
+
+  async setMtu(mtu: number): Promise<void> {
+    this.log.info`Guest MTU ${mtu}`;
+    await this.dataplane.request({ op: "setMaxFrame", id: this.id, maxFrame: mtu + ETH_OVERHEAD });
+  }
+}
+
+/** A host TAP: frames to and from the host's network stack. */
+export class TapPort extends Port {
+  readonly type = "tap";
+  #tap: Tap | null = null;
+
+  constructor(id: number, name: string, dataplane: Dataplane, readonly ifname: string) {
+    super(id, name, dataplane);
+  }
+
+  get target(): string {
+    return this.ifname;
+  }
+
+  get connected(): boolean {
+    return this.#tap !== null;
+  }
+
+  /**
+   * Opens (creating if missing) the TAP with virtio-net headers of 12 bytes
+   * and no offloads, brings its link up and registers it.
+   */
+  async open(): Promise<void> {
+    const tap = openTap(this.ifname, { vnetHdr: true });
+    try {
+      setVnetHdrSize(tap.fd, NET_HDR_SIZE);
+      setOffload(tap.fd, 0); // no CSUM/TSO until the offload issue
+      setLinkUp(tap.name);
+      const mtu = getMtu(tap.name);
+      await this.dataplane.request({
+        op: "addPort",
+        id: this.id,
+        kind: PortKind.TAP,
+        name: this.name,
+        maxFrame: Math.max(mtu, DEFAULT_VHOST_MTU) + ETH_OVERHEAD,
+        fd: tap.fd,
+      });
+    } catch (e) {
+      closeFd(tap.fd);
+      throw new Error(`Cannot set up TAP ${this.ifname}`, { cause: e });
+    }
+    this.#tap = tap;
+    logger("tap", this.name).info`TAP ${tap.name} up`;
+  }
+
+  async close(): Promise<void> {
+    if (!this.#tap) return;
+    await this.dataplane.request({ op: "removePort", id: this.id });
+    // Closing the last fd deletes a TAP we created; a persistent one stays.
+    closeFd(this.#tap.fd);
+    this.#tap = null;
+  }
+}

@@ -1,0 +1,177 @@
+/**
+ * The switch: a dataplane worker, a control-plane reactor for vhost-user
+ * sockets, and a registry of named ports. This is the library API that
+ * `mod.ts` exports and the CLI drives.
+ *
+ * @module
+ */
+
+import { logger } from "../log.ts";
+import { Reactor } from "../vhost_user/reactor.ts";
+import { Dataplane } from "./dataplane.ts";
+import { type CounterName, MAX_PORTS, readCounters } from "./counters.ts";
+import type { FdbEntry } from "./fdb.ts";
+import { type Port, TapPort, VhostPort } from "./ports.ts";
+
+const log = logger("switch");
+
+/** Options for `Switch.create`. */
+export interface SwitchOptions {
+  /** Seconds an FDB entry lives without traffic (default 300). */
+  fdbAgingSeconds?: number;
+}
+
+/** A port and its counters. */
+export interface PortStats {
+  name: string;
+  type: string;
+  /** Socket path or interface name. */
+  target: string;
+  connected: boolean;
+  counters: Record<CounterName, number>;
+}
+
+/** An FDB entry with the port's name. */
+export interface FdbRow extends FdbEntry {
+  portName: string;
+}
+
+/** A running switch. */
+export class Switch {
+  readonly #ports = new Map<string, Port>();
+  readonly #dataplane: Dataplane;
+  readonly #reactor = new Reactor();
+  #closed = false;
+
+  private constructor(dataplane: Dataplane) {
+    this.#dataplane = dataplane;
+    dataplane.onBroken = (id, reason) => {
+      const port = [...this.#ports.values()].find((p) => p.id === id);
+      const name = port?.name ?? `#${id}`;
+      log.error`Port ${name} stopped after a fault: ${reason}`;
+      // A vhost port's frontend loses its connection; it may reconnect and start clean.
+      if (port instanceof VhostPort) port.disconnect(`dataplane fault: ${reason}`);
+    };
+  }
+
+  /** Starts the dataplane worker. */
+  static async create(options: SwitchOptions = {}): Promise<Switch> {
+    const aging = (options.fdbAgingSeconds ?? 300) * 1000;
+    return new Switch(await Dataplane.start(aging));
+  }
+
+  #nextId(name: string): number {
+    if (this.#closed) throw new Error(`Cannot add port ${name}: switch closed`);
+    if (this.#ports.has(name)) throw new Error(`Cannot add port ${name}: name in use`);
+    const used = new Set([...this.#ports.values()].map((p) => p.id));
+    for (let id = 0; id < MAX_PORTS; id++) if (!used.has(id)) return id;
+    throw new Error(`Cannot add port ${name}: ${MAX_PORTS} ports already`);
+  }
+
+  /** Adds a vhost-user port in server mode: creates `path` and waits for a frontend. */
+  async addVhostServer(name: string, path: string): Promise<VhostPort> {
+    const port = new VhostPort(
+      this.#nextId(name),
+      name,
+      this.#dataplane,
+      path,
+      false,
+      this.#reactor,
+    );
+    this.#ports.set(name, port);
+    try {
+      await port.open();
+    } catch (e) {
+      this.#ports.delete(name);
+      await port.close().catch(() => {});
+      throw new Error(`Cannot add vhost-user port ${name} on ${path}`, { cause: e });
+    }
+    return port;
+  }
+
+  /** Adds a vhost-user port in client mode: connects to `path`, reconnecting when it goes away. */
+  async addVhostClient(name: string, path: string): Promise<VhostPort> {
+    const port = new VhostPort(
+      this.#nextId(name),
+      name,
+      this.#dataplane,
+      path,
+      true,
+      this.#reactor,
+    );
+    this.#ports.set(name, port);
+    await port.open();
+    return port;
+  }
+
+  /** Adds a host TAP port (created if missing, link set up). */
+  async addTap(name: string, ifname = name): Promise<TapPort> {
+    const port = new TapPort(this.#nextId(name), name, this.#dataplane, ifname);
+    this.#ports.set(name, port);
+    try {
+      await port.open();
+    } catch (e) {
+      this.#ports.delete(name);
+      throw e;
+    }
+    return port;
+  }
+
+  /** Removes a port, releasing its socket, memory, fds or TAP. */
+  async removePort(name: string): Promise<void> {
+    const port = this.#ports.get(name);
+    if (!port) throw new Error(`Cannot remove port ${name}: no such port`);
+    this.#ports.delete(name);
+    await port.close();
+  }
+
+  /** A port by name. */
+  port(name: string): Port | undefined {
+    return this.#ports.get(name);
+  }
+
+  /** Every port with its counters. */
+  stats(): PortStats[] {
+    return [...this.#ports.values()].map((p) => ({
+      name: p.name,
+      type: p.type,
+      target: p.target,
+      connected: p.connected,
+      counters: readCounters(this.#dataplane.counters, p.id),
+    }));
+  }
+
+  /** The learned MAC addresses. */
+  async fdb(): Promise<FdbRow[]> {
+    const entries = await this.#dataplane.request({ op: "fdb" }) as FdbEntry[];
+    const names = new Map([...this.#ports.values()].map((p) => [p.id, p.name]));
+    return entries.map((e) => ({ ...e, portName: names.get(e.port) ?? `#${e.port}` }));
+  }
+
+  /** Changes the FDB aging time. */
+  async setFdbAging(seconds: number): Promise<void> {
+    await this.#dataplane.request({ op: "setAging", ms: seconds * 1000 });
+  }
+
+  /** Dataplane rounds so far (liveness). */
+  get rounds(): number {
+    return this.#dataplane.rounds;
+  }
+
+  /** Stops everything: ports (sockets removed, memory unmapped, TAPs released), worker, reactor. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const port of [...this.#ports.values()].reverse()) {
+      await port.close().catch((e) => log.error`Cannot close port ${port.name}: ${e}`);
+    }
+    this.#ports.clear();
+    await this.#dataplane.stop();
+    await this.#reactor.close();
+  }
+
+  /** `await using sw = await Switch.create()`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

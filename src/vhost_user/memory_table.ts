@@ -1,0 +1,216 @@
+/**
+ * The guest memory a frontend shares with SET_MEM_TABLE: validated, mapped
+ * once per region (offset honoured), and translated for ring addresses
+ * (frontend virtual) and descriptors (guest physical).
+ *
+ * Shrink policy (CHECKLIST item 7): a frontend that truncates a mapped file
+ * turns our next access into SIGBUS, which would end the whole process. We
+ * check with fstat that every region lies inside its file when it arrives.
+ * For memfds we read the seals: a memfd sealed with F_SEAL_SHRINK cannot be
+ * shrunk, and one without it is accepted with a warning (QEMU does not seal
+ * its memory backends). hugetlbfs files cannot be sealed; they are accepted
+ * on the same terms. So: a frontend that can write our socket is trusted not
+ * to shrink its own memory under us; the README's security model says so.
+ *
+ * @module
+ */
+
+import { type FileStat, fstat, getSeals, type Mapping, mmap, munmap } from "../../ffi/memory.ts";
+import { closeAll } from "../../ffi/io.ts";
+import { F_SEAL_SHRINK, S_IFMT, S_IFREG } from "../../ffi/constants.ts";
+import { getU64 } from "../../ffi/structs.ts";
+import { MAX_REGIONS, MEM_HEADER_SIZE, MEM_REGION_SIZE } from "./protocol.ts";
+
+/** One region as the frontend described it. */
+export interface RegionDescriptor {
+  /** Guest-physical start. */
+  guestPhysAddr: number;
+  /** Size in bytes. */
+  size: number;
+  /** Start in the frontend's virtual address space (ring addresses use it). */
+  userAddr: number;
+  /** Offset of the region inside its file. */
+  mmapOffset: number;
+}
+
+/** A region as the dataplane sees it: where it is mapped here. */
+export interface MappedRegion {
+  /** Guest-physical start. */
+  gpa: number;
+  /** Size in bytes. */
+  size: number;
+  /** Address of the region's first byte in this process. */
+  address: number;
+}
+
+/** A frontend-virtual range resolved to a region and an offset in it. */
+export interface Translation {
+  /** Region index. */
+  region: number;
+  /** Byte offset inside that region. */
+  offset: number;
+}
+
+const PAGE = 4096;
+const MAX_SAFE = Number.MAX_SAFE_INTEGER;
+
+/** A malformed or unusable memory table. */
+export class MemoryTableError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "MemoryTableError";
+  }
+}
+
+/**
+ * Parses a SET_MEM_TABLE payload. Throws MemoryTableError for a region
+ * count of 0 or above 8, a count that disagrees with the payload size or
+ * the fds, a zero-sized region, 64-bit values beyond 2^53, ranges that
+ * overflow, and overlapping guest-physical or frontend-virtual ranges
+ * (CHECKLIST items 5, 6, 8, 28).
+ */
+export function parseMemoryTable(payload: Uint8Array, fdCount: number): RegionDescriptor[] {
+  if (payload.length < MEM_HEADER_SIZE) {
+    throw new MemoryTableError(`Cannot parse memory table: payload of ${payload.length} bytes`);
+  }
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  const n = view.getUint32(0, true);
+  if (n === 0 || n > MAX_REGIONS) {
+    throw new MemoryTableError(`Cannot accept memory table: ${n} regions (1..${MAX_REGIONS})`);
+  }
+  if (payload.length !== MEM_HEADER_SIZE + n * MEM_REGION_SIZE) {
+    throw new MemoryTableError(
+      `Cannot accept memory table: ${n} regions need ${
+        MEM_HEADER_SIZE + n * MEM_REGION_SIZE
+      } bytes, got ${payload.length}`,
+    );
+  }
+  if (fdCount !== n) {
+    throw new MemoryTableError(`Cannot accept memory table: ${n} regions but ${fdCount} fds`);
+  }
+  const regions: RegionDescriptor[] = [];
+  for (let i = 0; i < n; i++) {
+    const o = MEM_HEADER_SIZE + i * MEM_REGION_SIZE;
+    const r = {
+      guestPhysAddr: getU64(view, o),
+      size: getU64(view, o + 8),
+      userAddr: getU64(view, o + 16),
+      mmapOffset: getU64(view, o + 24),
+    };
+    for (const [k, v] of Object.entries(r)) {
+      if (v < 0) throw new MemoryTableError(`Cannot accept region ${i}: ${k} beyond 2^53`);
+    }
+    if (r.size === 0) throw new MemoryTableError(`Cannot accept region ${i}: size 0`);
+    if (
+      r.guestPhysAddr + r.size > MAX_SAFE || r.userAddr + r.size > MAX_SAFE ||
+      r.mmapOffset + r.size > MAX_SAFE
+    ) {
+      throw new MemoryTableError(`Cannot accept region ${i}: address + size overflows`);
+    }
+    regions.push(r);
+  }
+  for (let i = 0; i < n; i++) {
+    for (let j = i + 1; j < n; j++) {
+      const a = regions[i], b = regions[j];
+      if (overlaps(a.guestPhysAddr, a.size, b.guestPhysAddr, b.size)) {
+        throw new MemoryTableError(
+          `Cannot accept regions ${i} and ${j}: guest-physical ranges overlap`,
+        );
+      }
+      if (overlaps(a.userAddr, a.size, b.userAddr, b.size)) {
+        throw new MemoryTableError(
+          `Cannot accept regions ${i} and ${j}: frontend-virtual ranges overlap`,
+        );
+      }
+    }
+  }
+  return regions;
+}
+
+function overlaps(a: number, alen: number, b: number, blen: number): boolean {
+  return a < b + blen && b < a + alen;
+}
+
+/** A memory table whose regions are mapped in this process. */
+export class MemoryTable {
+  readonly #mappings: Mapping[] = [];
+  readonly #fds: number[];
+  /** The regions as the frontend described them. */
+  readonly regions: readonly RegionDescriptor[];
+  /** Regions whose memfd is not sealed against shrinking (for a warning). */
+  readonly unsealed: number[] = [];
+  #closed = false;
+
+  /**
+   * Maps every region (taking ownership of `fds`: they are closed by
+   * `close`, or at once if mapping fails). Throws MemoryTableError when a
+   * region runs past the end of its file.
+   */
+  constructor(regions: RegionDescriptor[], fds: number[]) {
+    this.regions = regions;
+    this.#fds = fds;
+    try {
+      for (let i = 0; i < regions.length; i++) this.#map(i, regions[i], fds[i]);
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+  }
+
+  #map(i: number, r: RegionDescriptor, fd: number): void {
+    let st: FileStat;
+    try {
+      st = fstat(fd);
+    } catch (e) {
+      throw new MemoryTableError(`Cannot map region ${i}: fstat failed`, { cause: e });
+    }
+    // Regular files (memfd, tmpfs, hugetlbfs) have a size to check against.
+    if ((st.mode & S_IFMT) === S_IFREG && r.mmapOffset + r.size > st.size) {
+      throw new MemoryTableError(
+        `Cannot map region ${i}: offset ${r.mmapOffset} + size ${r.size} beyond the file's ${st.size} bytes`,
+      );
+    }
+    const seals = getSeals(fd);
+    if (seals >= 0 && (seals & F_SEAL_SHRINK) === 0) this.unsealed.push(i);
+    // mmap needs a page-aligned offset; map from the page start and skip the rest.
+    const aligned = r.mmapOffset - (r.mmapOffset % PAGE);
+    const skew = r.mmapOffset - aligned;
+    try {
+      this.#mappings.push(mmap(fd, r.size + skew, aligned));
+    } catch (e) {
+      throw new MemoryTableError(`Cannot map region ${i} (${r.size} bytes)`, { cause: e });
+    }
+  }
+
+  /** Where each region is mapped here, for the dataplane. */
+  mapped(): MappedRegion[] {
+    return this.regions.map((r, i) => ({
+      gpa: r.guestPhysAddr,
+      size: r.size,
+      address: this.#mappings[i].address + (r.mmapOffset % PAGE),
+    }));
+  }
+
+  /**
+   * Resolves `len` bytes at frontend-virtual `addr` to one region, or null
+   * when they are unmapped or cross a region's end.
+   */
+  translateUser(addr: number, len: number): Translation | null {
+    for (let i = 0; i < this.regions.length; i++) {
+      const r = this.regions[i];
+      if (addr >= r.userAddr && addr + len <= r.userAddr + r.size) {
+        return { region: i, offset: addr - r.userAddr };
+      }
+    }
+    return null;
+  }
+
+  /** Unmaps every region and closes every fd; idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const m of this.#mappings) munmap(m);
+    this.#mappings.length = 0;
+    closeAll(this.#fds);
+  }
+}

@@ -1,0 +1,79 @@
+/**
+ * Guest memory as the dataplane sees it: one view of each kind per region,
+ * made once when the table arrives, and guest-physical address translation
+ * with a last-region cache. Nothing here allocates per call.
+ *
+ * @module
+ */
+
+import type { MappedRegion } from "../vhost_user/memory_table.ts";
+
+/** The views and translation for one guest's memory. */
+export class GuestMemory {
+  /** Byte views, one per region. */
+  readonly u8: Uint8Array[] = [];
+  /** 16-bit views (ring indices and descriptor flags/next). */
+  readonly u16: Uint16Array[] = [];
+  /** 32-bit views (descriptor addresses and lengths, used elements). */
+  readonly u32: Uint32Array[] = [];
+  /** Guest-physical start of each region. */
+  readonly gpa: Float64Array;
+  /** Size of each region. */
+  readonly size: Float64Array;
+  /** Address of each region's first byte in this process (for iovecs). */
+  readonly base: Float64Array;
+  /** Region of the last successful translation. */
+  region = 0;
+  #last = 0;
+
+  constructor(regions: readonly MappedRegion[]) {
+    const n = regions.length;
+    this.gpa = new Float64Array(n);
+    this.size = new Float64Array(n);
+    this.base = new Float64Array(n);
+    for (let i = 0; i < n; i++) {
+      const r = regions[i];
+      const buf = Deno.UnsafePointerView.getArrayBuffer(
+        Deno.UnsafePointer.create(BigInt(r.address))!,
+        r.size,
+      );
+      this.u8.push(new Uint8Array(buf));
+      // Regions start page-aligned in practice; views cover whole words only.
+      this.u16.push(new Uint16Array(buf, 0, r.size >>> 1));
+      this.u32.push(new Uint32Array(buf, 0, Math.floor(r.size / 4)));
+      this.gpa[i] = r.gpa;
+      this.size[i] = r.size;
+      this.base[i] = r.address;
+    }
+  }
+
+  /** Number of regions. */
+  get count(): number {
+    return this.gpa.length;
+  }
+
+  /**
+   * Translates `len` bytes at guest-physical `addr` (both exact numbers).
+   * Returns the offset inside the region (and sets `this.region`), or -1 if
+   * any byte is unmapped or the range crosses a region's end
+   * (CHECKLIST item 19).
+   */
+  translate(addr: number, len: number): number {
+    const gpa = this.gpa, size = this.size;
+    let i = this.#last;
+    let off = addr - gpa[i];
+    if (off >= 0 && off + len <= size[i]) {
+      this.region = i;
+      return off;
+    }
+    for (i = 0; i < gpa.length; i++) {
+      off = addr - gpa[i];
+      if (off >= 0 && off + len <= size[i]) {
+        this.#last = i;
+        this.region = i;
+        return off;
+      }
+    }
+    return -1;
+  }
+}

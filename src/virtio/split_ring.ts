@@ -1,0 +1,223 @@
+/**
+ * The device side of a split virtqueue (VIRTIO 1.2 §2.7): avail ring
+ * reading, descriptor-chain walking with every bound from CHECKLIST items
+ * 15–21 and 24, used ring writing, and notification flags.
+ *
+ * Layout (§2.7.2): desc[size] of 16 B {u64 addr; u32 len; u16 flags; u16
+ * next}; avail {u16 flags; u16 idx; u16 ring[size]; u16 used_event}; used
+ * {u16 flags; u16 idx; {u32 id; u32 len} ring[size]; u16 avail_event}.
+ *
+ * Memory ordering: the guest runs on other CPUs. `avail.idx` is read with
+ * Atomics.load, so no ring entry or descriptor read can move before it;
+ * used entries are plain stores followed by an Atomics.store of `used.idx`
+ * (sequentially consistent: on x86 an xchg, so the entries are visible
+ * before the index, and later loads of avail.flags cannot pass it).
+ *
+ * @module
+ */
+
+import type { GuestMemory } from "./guest_memory.ts";
+import type { SegList } from "./chain.ts";
+
+/** §2.7.5: descriptor continues via `next`. */
+export const VIRTQ_DESC_F_NEXT = 1;
+/** §2.7.5: device writes this buffer. */
+export const VIRTQ_DESC_F_WRITE = 2;
+/** §2.7.5.3: buffer holds an indirect descriptor table. */
+export const VIRTQ_DESC_F_INDIRECT = 4;
+/** §2.7.6: driver asks for no interrupt. */
+export const VRING_AVAIL_F_NO_INTERRUPT = 1;
+/** §2.7.8: device asks for no kick. */
+export const VRING_USED_F_NO_NOTIFY = 1;
+
+/** Chain walk outcomes (negative: the chain is bad and gets dropped). */
+export const WalkError = {
+  /** Head or `next` index beyond the table (item 16). */
+  INDEX: -1,
+  /** More hops than the table has entries: a loop (item 17). */
+  LOOP: -2,
+  /** Bad indirect table: length 0 / not ×16 / too big / nested / with NEXT / not negotiated (item 18). */
+  INDIRECT: -3,
+  /** Address unmapped, overflowing, beyond 2^53 or crossing a region (items 19, 28). */
+  ADDRESS: -4,
+  /** Writable buffer in a device-readable chain or the reverse (item 20). */
+  DIRECTION: -5,
+  /** More segments than we track, or more bytes than allowed (item 21). */
+  TOO_LONG: -6,
+} as const;
+
+/** Where one part of a ring lives: region index and byte offset. */
+export interface RingPart {
+  region: number;
+  offset: number;
+}
+
+const TWO32 = 0x1_0000_0000;
+const HIGH_LIMIT = 0x20_0000; // high word ≥ 2^21 means ≥ 2^53
+
+/** Device-side state of one split virtqueue. */
+export class SplitRing {
+  /** Queue size (power of two, ≤ 32768). */
+  readonly size: number;
+  readonly #mask: number;
+  readonly #mem: GuestMemory;
+  readonly #desc: Uint32Array;
+  readonly #descWord: number;
+  readonly #avail: Uint16Array;
+  readonly #availHalf: number;
+  readonly #used16: Uint16Array;
+  readonly #used32: Uint32Array;
+  readonly #usedHalf: number;
+  readonly #usedWord: number;
+  /** Next avail entry we will read (free-running 16-bit). */
+  lastAvail: number;
+  /** Next used entry we will write (free-running 16-bit). */
+  usedIdx: number;
+  /** Used entries written but not yet published. */
+  pendingUsed = 0;
+  /** Whether INDIRECT_DESC was negotiated. */
+  readonly indirect: boolean;
+  /** Largest total byte count a device-readable chain may have. */
+  readonly maxReadable: number;
+
+  /**
+   * @param mem the guest's memory
+   * @param size queue size, already validated
+   * @param desc/avail/used where the parts live (validated: in one region, aligned)
+   * @param base the next avail index (SET_VRING_BASE)
+   */
+  constructor(
+    mem: GuestMemory,
+    size: number,
+    desc: RingPart,
+    avail: RingPart,
+    used: RingPart,
+    base: number,
+    indirect: boolean,
+    maxReadable: number,
+  ) {
+    this.size = size;
+    this.#mask = size - 1;
+    this.#mem = mem;
+    this.#desc = mem.u32[desc.region];
+    this.#descWord = desc.offset >>> 2;
+    this.#avail = mem.u16[avail.region];
+    this.#availHalf = avail.offset >>> 1;
+    this.#used16 = mem.u16[used.region];
+    this.#used32 = mem.u32[used.region];
+    this.#usedHalf = used.offset >>> 1;
+    this.#usedWord = used.offset >>> 2;
+    this.lastAvail = base & 0xffff;
+    this.usedIdx = base & 0xffff;
+    this.indirect = indirect;
+    this.maxReadable = maxReadable;
+  }
+
+  /**
+   * How many chains the guest has made available, read once. Returns -1 if
+   * avail.idx is more than the ring size ahead (item 15): the queue is broken.
+   */
+  available(): number {
+    const idx = Atomics.load(this.#avail, this.#availHalf + 1);
+    const n = (idx - this.lastAvail) & 0xffff;
+    return n > this.size ? -1 : n;
+  }
+
+  /** Takes the next available head index (the caller checked `available`). */
+  nextHead(): number {
+    const head = this.#avail[this.#availHalf + 2 + (this.lastAvail & this.#mask)];
+    this.lastAvail = (this.lastAvail + 1) & 0xffff;
+    return head;
+  }
+
+  /** Gives back the last `n` heads taken (an RX frame that did not fit). */
+  unget(n: number): void {
+    this.lastAvail = (this.lastAvail - n) & 0xffff;
+  }
+
+  /**
+   * Walks the chain at `head`, appending its buffers to `out` (which the
+   * caller resets), each descriptor read once into locals. `writable` is
+   * the direction every buffer must have. Returns the chain's byte count,
+   * or a WalkError code.
+   */
+  walk(head: number, out: SegList, writable: boolean): number {
+    const mem = this.#mem;
+    const start = out.total;
+    let table = this.#desc;
+    let word = this.#descWord;
+    let tableSize = this.size;
+    let idx = head;
+    let hops = 0;
+    let nested = false;
+    const limit = writable ? Number.MAX_SAFE_INTEGER : this.maxReadable;
+    for (;;) {
+      if (idx >= tableSize) return WalkError.INDEX;
+      if (++hops > tableSize) return WalkError.LOOP;
+      const w = word + (idx << 2);
+      const lo = table[w];
+      const hi = table[w + 1];
+      const len = table[w + 2];
+      const flagsNext = table[w + 3];
+      const flags = flagsNext & 0xffff;
+      if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
+        // §2.7.5.3.1: only as the whole chain, never with NEXT, never nested.
+        if (!this.indirect || nested || hops !== 1 || (flags & VIRTQ_DESC_F_NEXT) !== 0) {
+          return WalkError.INDIRECT;
+        }
+        if (len === 0 || (len & 15) !== 0 || (len >>> 4) > this.size) return WalkError.INDIRECT;
+        if (hi >= HIGH_LIMIT) return WalkError.ADDRESS;
+        const off = mem.translate(hi * TWO32 + lo, len);
+        if (off < 0 || (off & 3) !== 0) return WalkError.ADDRESS;
+        table = mem.u32[mem.region];
+        word = off / 4;
+        tableSize = len >>> 4;
+        idx = 0;
+        hops = 0;
+        nested = true;
+        continue;
+      }
+      if (((flags & VIRTQ_DESC_F_WRITE) !== 0) !== writable) return WalkError.DIRECTION;
+      if (len > 0) {
+        if (hi >= HIGH_LIMIT) return WalkError.ADDRESS;
+        const off = mem.translate(hi * TWO32 + lo, len);
+        if (off < 0) return WalkError.ADDRESS;
+        const r = mem.region;
+        if (!out.push(mem.u8[r], off, len, mem.base[r] + off)) return WalkError.TOO_LONG;
+        if (out.total - start > limit) return WalkError.TOO_LONG;
+      }
+      if ((flags & VIRTQ_DESC_F_NEXT) === 0) return out.total - start;
+      idx = flagsNext >>> 16;
+    }
+  }
+
+  /** Writes a used element (§2.7.8); published by `publish`. */
+  pushUsed(head: number, len: number): void {
+    const e = this.#usedWord + 1 + ((this.usedIdx & this.#mask) << 1);
+    this.#used32[e] = head;
+    this.#used32[e + 1] = len;
+    this.usedIdx = (this.usedIdx + 1) & 0xffff;
+    this.pendingUsed++;
+  }
+
+  /**
+   * Publishes pending used elements with one index store. Returns true if
+   * the guest wants an interrupt (it did not set NO_INTERRUPT, §2.7.7).
+   */
+  publish(): boolean {
+    if (this.pendingUsed === 0) return false;
+    this.pendingUsed = 0;
+    Atomics.store(this.#used16, this.#usedHalf + 1, this.usedIdx);
+    return (this.#avail[this.#availHalf] & VRING_AVAIL_F_NO_INTERRUPT) === 0;
+  }
+
+  /** Sets or clears VRING_USED_F_NO_NOTIFY (§2.7.10) while we poll. */
+  setNoNotify(on: boolean): void {
+    Atomics.store(this.#used16, this.#usedHalf, on ? VRING_USED_F_NO_NOTIFY : 0);
+  }
+}
+
+/** Bytes each split-ring part needs for `size` entries (§2.7). */
+export function ringPartSizes(size: number): { desc: number; avail: number; used: number } {
+  return { desc: 16 * size, avail: 6 + 2 * size, used: 6 + 8 * size };
+}
