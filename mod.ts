@@ -2,17 +2,24 @@
  * vswitch: a userspace virtio-net switch on Deno. QEMU guests attach over
  * vhost-user, the host over a TAP; a learning switch forwards between them.
  *
- * The library API (switch, ports, counters) is built on the libc binding
- * re-exported here.
+ * @example Embed the switch
+ * ```ts ignore
+ * import { Switch } from "./mod.ts";
  *
- * @example
- * ```ts
- * import { SysError } from "./mod.ts";
- * console.log(SysError.name);
+ * await using sw = await Switch.create({ fdbAgingSeconds: 300 });
+ * await sw.addVhostServer("vm1", "/tmp/vm1.sock"); // QEMU connects here
+ * await sw.addVhostClient("vm2", "/tmp/vm2.sock"); // QEMU listens here
+ * await sw.addTap("host", "vs-tap0");
+ * for (const p of sw.stats()) console.log(p.name, p.counters.rxPackets);
+ * console.log(await sw.fdb());
  * ```
  *
  * @module
  */
 
+export { type FdbRow, type PortStats, Switch, type SwitchOptions } from "./src/switch/switch.ts";
+export type { Port, TapPort, VhostPort } from "./src/switch/ports.ts";
+export { COUNTER_NAMES, type CounterName } from "./src/switch/counters.ts";
 export { SysError } from "./ffi/errno.ts";
-export { type LevelName, logger, type LogOptions, setupLogging } from "./src/log.ts";
+export { type LevelName, type Logger, logger, type LogOptions, setupLogging } from "./src/log.ts";
+export type { FdbEntry } from "./src/switch/fdb.ts";

@@ -72,6 +72,11 @@ export class SysError extends Error {
   /** The errno name, e.g. `ECONNREFUSED`. */
   readonly code: string;
 
+  /**
+   * @param syscall the libc function that failed
+   * @param code its errno
+   * @param detail what it was doing, e.g. the path
+   */
   constructor(syscall: string, code: number, detail?: string, options?: ErrorOptions) {
     const name = errnoName(code);
     const what = detail ? `${syscall} ${detail}` : syscall;

@@ -63,3 +63,4 @@ export async function setupLogging(options: LogOptions = {}): Promise<void> {
 export function logger(...category: string[]): Logger {
   return getLogger(["vswitch", ...category]);
 }
+export type { Logger } from "@logtape/logtape";

@@ -30,6 +30,7 @@ export abstract class Port {
   /** Socket path or interface name. */
   abstract readonly target: string;
 
+  /** @internal Ports are made by `Switch`. */
   constructor(
     /** Dataplane id (counter slot). */
     readonly id: number,
@@ -50,8 +51,11 @@ const RECONNECT_MAX_MS = 2000;
 
 /** A vhost-user port: we are the backend for one frontend (QEMU, testpmd). */
 export class VhostPort extends Port implements DeviceBackend {
+  /** "vhost-server" or "vhost-client". */
   readonly type: string;
+  /** The protocol state of the current frontend. */
   readonly device: VhostUserDevice;
+  /** This port's logger (category vswitch.vhost.NAME). */
   readonly log: Logger;
   #conn: Connection | null = null;
   #listenFd = -1;
@@ -61,12 +65,16 @@ export class VhostPort extends Port implements DeviceBackend {
   /** Connections accepted or made so far. */
   connections = 0;
 
+  /** @internal Made by `Switch.addVhostServer` / `addVhostClient`. */
   constructor(
     id: number,
     name: string,
     dataplane: Dataplane,
+    /** The vhost-user socket path. */
     readonly path: string,
+    /** True in client mode (we connect to QEMU). */
     readonly client: boolean,
+    /** The control plane's fd loop. */
     readonly reactor: Reactor,
   ) {
     super(id, name, dataplane);
@@ -75,10 +83,12 @@ export class VhostPort extends Port implements DeviceBackend {
     this.device = new VhostUserDevice(this, this.log);
   }
 
+  /** The socket path. */
   get target(): string {
     return this.path;
   }
 
+  /** Whether a frontend is connected now. */
   get connected(): boolean {
     return this.#conn !== null;
   }
@@ -159,6 +169,7 @@ export class VhostPort extends Port implements DeviceBackend {
     await this.#conn?.close(reason);
   }
 
+  /** Stops listening or reconnecting, drops the frontend, removes the socket file. */
   async close(): Promise<void> {
     this.#closing = true;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
@@ -172,23 +183,27 @@ export class VhostPort extends Port implements DeviceBackend {
     await this.dataplane.request({ op: "removePort", id: this.id });
   }
 
-  // DeviceBackend: the device's requests, carried out by the dataplane.
+  /** DeviceBackend: hands the guest's memory to the dataplane (null: takes it back). */
   async setMemory(regions: MappedRegion[] | null): Promise<void> {
     await this.dataplane.request({ op: "setMemory", id: this.id, regions });
   }
 
+  /** DeviceBackend: starts polling a ring. */
   async startQueue(start: QueueStart): Promise<void> {
     await this.dataplane.request({ op: "startQueue", id: this.id, start });
   }
 
+  /** DeviceBackend: stops a ring; resolves to its next avail index. */
   async stopQueue(q: number): Promise<number> {
     return await this.dataplane.request({ op: "stopQueue", id: this.id, q }) as number;
   }
 
+  /** DeviceBackend: replaces a running ring's call fd. */
   async setCall(q: number, fd: number): Promise<void> {
     await this.dataplane.request({ op: "setCall", id: this.id, q, fd });
   }
 
+  /** DeviceBackend: the guest's MTU bounds the frames sent to it. */
   async setMtu(mtu: number): Promise<void> {
     this.log.info`Guest MTU ${mtu}`;
     await this.dataplane.request({ op: "setMaxFrame", id: this.id, maxFrame: mtu + ETH_OVERHEAD });
@@ -197,17 +212,27 @@ export class VhostPort extends Port implements DeviceBackend {
 
 /** A host TAP: frames to and from the host's network stack. */
 export class TapPort extends Port {
+  /** Always "tap". */
   readonly type = "tap";
   #tap: Tap | null = null;
 
-  constructor(id: number, name: string, dataplane: Dataplane, readonly ifname: string) {
+  /** @internal Made by `Switch.addTap`. */
+  constructor(
+    id: number,
+    name: string,
+    dataplane: Dataplane,
+    /** The interface name. */
+    readonly ifname: string,
+  ) {
     super(id, name, dataplane);
   }
 
+  /** The interface name. */
   get target(): string {
     return this.ifname;
   }
 
+  /** True while the TAP is open. */
   get connected(): boolean {
     return this.#tap !== null;
   }
@@ -239,6 +264,7 @@ export class TapPort extends Port {
     logger("tap", this.name).info`TAP ${tap.name} up`;
   }
 
+  /** Unregisters and closes the TAP (a TAP we created disappears). */
   async close(): Promise<void> {
     if (!this.#tap) return;
     await this.dataplane.request({ op: "removePort", id: this.id });

@@ -11,6 +11,7 @@ import { Reactor } from "../vhost_user/reactor.ts";
 import { Dataplane } from "./dataplane.ts";
 import { type CounterName, MAX_PORTS, readCounters } from "./counters.ts";
 import type { FdbEntry } from "./fdb.ts";
+export type { FdbEntry };
 import { type Port, TapPort, VhostPort } from "./ports.ts";
 
 const log = logger("switch");
@@ -23,16 +24,21 @@ export interface SwitchOptions {
 
 /** A port and its counters. */
 export interface PortStats {
+  /** The port's name. */
   name: string;
+  /** "vhost-server", "vhost-client" or "tap". */
   type: string;
   /** Socket path or interface name. */
   target: string;
+  /** Whether a frontend is connected (a TAP always is). */
   connected: boolean;
+  /** The counters (see COUNTER_NAMES). */
   counters: Record<CounterName, number>;
 }
 
 /** An FDB entry with the port's name. */
 export interface FdbRow extends FdbEntry {
+  /** The name of the port the MAC was learned on. */
   portName: string;
 }
 
