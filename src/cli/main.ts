@@ -30,6 +30,7 @@ globalThis.addEventListener("unhandledrejection", (e) => {
 });
 
 const sw = await Switch.create({ fdbAgingSeconds: opts.fdbAging });
+sw.onFatal = () => Deno.exit(1); // already logged; a switch that cannot forward must not linger
 try {
   for (const t of opts.tap) await sw.addTap(t);
   for (const v of opts.vhost) await sw.addVhostServer(v.name, v.target);

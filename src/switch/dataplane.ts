@@ -28,6 +28,8 @@ export class Dataplane {
   #dead: Error | null = null;
   /** Called when the worker stops a port after a fault. */
   onBroken: (id: number, reason: string) => void = () => {};
+  /** Called once if the worker itself dies (nothing forwards any more). */
+  onFatal: (err: Error) => void = () => {};
 
   private constructor(agingMs: number) {
     const counterBuffer = createCounterBuffer();
@@ -63,6 +65,7 @@ export class Dataplane {
     if (this.#dead) return;
     this.#dead = err;
     log.fatal`${err.message}`;
+    this.onFatal(err);
     for (const p of this.#pending.values()) p.reject(err);
     this.#pending.clear();
   }

@@ -31,6 +31,7 @@ export interface QueueStart {
   hdrLen: number;
   mergeable: boolean;
   indirect: boolean;
+  eventIdx: boolean;
 }
 
 /** Commands, by op. */

@@ -93,10 +93,12 @@ export class Engine {
   readonly #heads = new Int32Array(MAX_MERGE);
   readonly #caps = new Float64Array(MAX_MERGE);
   readonly #iov = new IovecArray(MAX_SEGS + 1);
-  readonly #staging = new Uint8Array(new ArrayBuffer(STAGING_SIZE));
+  readonly #staging = new Uint8Array(new ArrayBuffer((STAGING_SIZE + 3) & ~3));
+  readonly #staging32 = new Uint32Array(this.#staging.buffer);
   readonly #stagingList = new SegList(1);
   readonly #stagingAddr: number;
   readonly #zeroHdr = new Uint8Array(new ArrayBuffer(NET_HDR_SIZE));
+  readonly #zeroHdr32 = new Uint32Array(this.#zeroHdr.buffer);
   readonly #zeroHdrAddr: number;
   #dstHi = 0;
   #dstLo = 0;
@@ -228,7 +230,7 @@ export class Engine {
         continue;
       }
       list.reset();
-      list.push(buf, 0, n, this.#stagingAddr);
+      list.push(buf, this.#staging32, 0, n, this.#stagingAddr);
       this.#readMacs(list, NET_HDR_SIZE);
       this.#switch(p, list, NET_HDR_SIZE, frameLen, now);
     }
@@ -335,7 +337,7 @@ export class Engine {
     } else {
       this.#zeroHdr[NUM_BUFFERS_OFFSET] = hl === NET_HDR_SIZE ? chains : 0;
       this.#zeroHdrList.reset();
-      this.#zeroHdrList.push(this.#zeroHdr, 0, hl, this.#zeroHdrAddr);
+      this.#zeroHdrList.push(this.#zeroHdr, this.#zeroHdr32, 0, hl, this.#zeroHdrAddr);
       copySegments(dst, 0, this.#zeroHdrList, 0, hl);
       this.#zeroHdr[NUM_BUFFERS_OFFSET] = 0;
     }

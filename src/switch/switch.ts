@@ -48,8 +48,11 @@ export class Switch {
   readonly #dataplane: Dataplane;
   readonly #reactor = new Reactor();
   #closed = false;
+  /** Called if the dataplane worker dies: the switch no longer forwards. */
+  onFatal: (err: Error) => void = () => {};
 
   private constructor(dataplane: Dataplane) {
+    dataplane.onFatal = (err) => this.onFatal(err);
     this.#dataplane = dataplane;
     dataplane.onBroken = (id, reason) => {
       const port = [...this.#ports.values()].find((p) => p.id === id);

@@ -24,6 +24,7 @@ import {
   OFFERED_FEATURES,
   VHOST_USER_F_PROTOCOL_FEATURES,
   VIRTIO_NET_F_MRG_RXBUF,
+  VIRTIO_RING_F_EVENT_IDX,
   VIRTIO_RING_F_INDIRECT_DESC,
 } from "../virtio/features.ts";
 import { netHeaderSize } from "../virtio/net_header.ts";
@@ -465,6 +466,7 @@ export class VhostUserDevice {
       hdrLen: netHeaderSize(this.features),
       mergeable: has(this.features, VIRTIO_NET_F_MRG_RXBUF),
       indirect: has(this.features, VIRTIO_RING_F_INDIRECT_DESC),
+      eventIdx: has(this.features, VIRTIO_RING_F_EVENT_IDX),
     });
     v.running = true;
     this.log.debug`Ring ${index} started: size ${v.size}, base ${v.base}`;

@@ -42,12 +42,13 @@ export function has(features: bigint, n: number): boolean {
 }
 
 /**
- * What the switch offers a vhost-user frontend today. Offloads (CSUM, TSO),
- * MQ and EVENT_IDX are not offered until the dataplane implements them.
+ * What the switch offers a vhost-user frontend today. Offloads (CSUM, TSO)
+ * and MQ are not offered until the dataplane implements them.
  */
 export const OFFERED_FEATURES: bigint = bit(VIRTIO_F_VERSION_1) |
   bit(VHOST_USER_F_PROTOCOL_FEATURES) |
   bit(VIRTIO_RING_F_INDIRECT_DESC) |
+  bit(VIRTIO_RING_F_EVENT_IDX) |
   bit(VIRTIO_NET_F_MRG_RXBUF) |
   bit(VIRTIO_NET_F_MTU);
 

@@ -77,6 +77,14 @@ export class SplitRing {
   pendingUsed = 0;
   /** Whether INDIRECT_DESC was negotiated. */
   readonly indirect: boolean;
+  /** Whether EVENT_IDX was negotiated (§2.7.7, §2.7.10). */
+  readonly eventIdx: boolean;
+  /** used.idx as last published (for the need-event rule). */
+  #published: number;
+  /** avail.ring[size]: used_event, written by the driver. */
+  readonly #usedEventHalf: number;
+  /** used.ring[size]: avail_event, written by us. */
+  readonly #availEventHalf: number;
   /** Largest total byte count a device-readable chain may have. */
   readonly maxReadable: number;
 
@@ -95,6 +103,7 @@ export class SplitRing {
     base: number,
     indirect: boolean,
     maxReadable: number,
+    eventIdx = false,
   ) {
     this.size = size;
     this.#mask = size - 1;
@@ -111,6 +120,10 @@ export class SplitRing {
     this.usedIdx = base & 0xffff;
     this.indirect = indirect;
     this.maxReadable = maxReadable;
+    this.eventIdx = eventIdx;
+    this.#published = this.usedIdx;
+    this.#usedEventHalf = this.#availHalf + 2 + size;
+    this.#availEventHalf = this.#usedHalf + 2 + 4 * size;
   }
 
   /**
@@ -183,7 +196,9 @@ export class SplitRing {
         const off = mem.translate(hi * TWO32 + lo, len);
         if (off < 0) return WalkError.ADDRESS;
         const r = mem.region;
-        if (!out.push(mem.u8[r], off, len, mem.base[r] + off)) return WalkError.TOO_LONG;
+        if (!out.push(mem.u8[r], mem.u32[r], off, len, mem.base[r] + off)) {
+          return WalkError.TOO_LONG;
+        }
         if (out.total - start > limit) return WalkError.TOO_LONG;
       }
       if ((flags & VIRTQ_DESC_F_NEXT) === 0) return out.total - start;
@@ -202,19 +217,48 @@ export class SplitRing {
 
   /**
    * Publishes pending used elements with one index store. Returns true if
-   * the guest wants an interrupt (it did not set NO_INTERRUPT, §2.7.7).
+   * the guest wants an interrupt: with EVENT_IDX when used_event lies in
+   * the span just published (§2.7.7.2, wraparound included), otherwise
+   * unless it set NO_INTERRUPT.
    */
   publish(): boolean {
     if (this.pendingUsed === 0) return false;
     this.pendingUsed = 0;
-    Atomics.store(this.#used16, this.#usedHalf + 1, this.usedIdx);
+    const next = this.usedIdx;
+    const old = this.#published;
+    this.#published = next;
+    // Seq-cst store: entries visible before the index, and the used_event
+    // load below cannot be hoisted above it (the guest may just have moved it).
+    Atomics.store(this.#used16, this.#usedHalf + 1, next);
+    if (this.eventIdx) {
+      const event = Atomics.load(this.#avail, this.#usedEventHalf);
+      return needEvent(event, next, old);
+    }
     return (this.#avail[this.#availHalf] & VRING_AVAIL_F_NO_INTERRUPT) === 0;
   }
 
-  /** Sets or clears VRING_USED_F_NO_NOTIFY (§2.7.10) while we poll. */
+  /**
+   * Asks the guest not to kick while we poll (on), or to kick for the next
+   * buffer it adds (off). With EVENT_IDX that is avail_event = lastAvail
+   * (§2.7.10); polling simply leaves avail_event behind. Without it,
+   * VRING_USED_F_NO_NOTIFY. The store is seq-cst, so the caller's re-check
+   * of avail.idx after turning kicks on cannot miss a buffer.
+   */
   setNoNotify(on: boolean): void {
+    if (this.eventIdx) {
+      if (!on) Atomics.store(this.#used16, this.#availEventHalf, this.lastAvail);
+      return;
+    }
     Atomics.store(this.#used16, this.#usedHalf, on ? VRING_USED_F_NO_NOTIFY : 0);
   }
+}
+
+/**
+ * vring_need_event (§2.7.7.2): true if `event` lies in [old, next), all
+ * indices free-running modulo 2^16.
+ */
+export function needEvent(event: number, next: number, old: number): boolean {
+  return ((next - event - 1) & 0xffff) < ((next - old) & 0xffff);
 }
 
 /** Bytes each split-ring part needs for `size` entries (§2.7). */
