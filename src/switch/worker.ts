@@ -127,6 +127,7 @@ function execute(cmd: Command): Reply["result"] {
         s.base,
         s.indirect,
         s.hdrLen + p.maxFrame,
+        s.eventIdx,
       );
       p.hdrLen = s.hdrLen;
       p.mergeable = s.mergeable;

@@ -103,7 +103,7 @@ export class SplitRing {
     base: number,
     indirect: boolean,
     maxReadable: number,
-    eventIdx = false,
+    eventIdx: boolean,
   ) {
     this.size = size;
     this.#mask = size - 1;

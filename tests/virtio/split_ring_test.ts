@@ -1,6 +1,7 @@
 import { assertEquals } from "@std/assert";
 import { GuestMemory } from "../../src/virtio/guest_memory.ts";
 import {
+  needEvent,
   SplitRing,
   VIRTQ_DESC_F_INDIRECT as IND,
   VIRTQ_DESC_F_NEXT as NEXT,
@@ -25,6 +26,7 @@ function setup(indirect = true, split?: number) {
     0,
     indirect,
     9018 + 12,
+    false,
   );
   const avail = (heads: number[]) => {
     heads.forEach((h, i) => tm.view.setUint16(AVAIL + 4 + 2 * i, h, true));
@@ -147,4 +149,33 @@ Deno.test("used entries are published with one index store; NO_INTERRUPT honoure
   s.ring.setNoNotify(true);
   assertEquals(s.tm.view.getUint16(USED, true), 1);
   s.tm.close();
+});
+
+Deno.test("EVENT_IDX: need-event rule with wraparound, avail_event written before sleeping", () => {
+  assertEquals(needEvent(5, 6, 5), true, "event just published");
+  assertEquals(needEvent(4, 6, 5), false, "event already passed");
+  assertEquals(needEvent(6, 6, 5), false, "event not reached yet");
+  assertEquals(needEvent(0xffff, 1, 0xfffe), true, "wraparound");
+  assertEquals(needEvent(2, 1, 0xfffe), false);
+  const tm = new TestMemory(0x20000);
+  const mem = new GuestMemory(tm.regions());
+  const ring = new SplitRing(
+    mem,
+    SIZE,
+    { region: 0, offset: DESC },
+    { region: 0, offset: AVAIL },
+    { region: 0, offset: USED },
+    7,
+    true,
+    9030,
+    true,
+  );
+  ring.setNoNotify(false);
+  assertEquals(tm.view.getUint16(USED + 4 + 8 * SIZE, true), 7, "avail_event = next avail index");
+  tm.view.setUint16(AVAIL + 4 + 2 * SIZE, 8, true); // used_event: interrupt after the 2nd entry
+  ring.pushUsed(0, 0);
+  assertEquals(ring.publish(), false);
+  ring.pushUsed(1, 0);
+  assertEquals(ring.publish(), true);
+  tm.close();
 });
