@@ -13,7 +13,10 @@
  */
 
 import { libc } from "../../ffi/libc.ts";
-import { bufferAddress, IovecArray } from "../../ffi/io.ts";
+import { IovecArray } from "../../ffi/io.ts";
+import { mmap } from "../../ffi/memory.ts";
+import { MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from "../../ffi/constants.ts";
+import { type Range, updateWindow } from "../virtio/address_window.ts";
 import { eventfdSignal } from "../../ffi/eventfd.ts";
 import { copySegments, SegList } from "../virtio/chain.ts";
 import { type SplitRing, WalkError } from "../virtio/split_ring.ts";
@@ -34,6 +37,10 @@ const MAX_SEGS = 128;
 const MAX_MERGE = 64;
 /** The TAP staging buffer: a vnet header and the largest frame. */
 const STAGING_SIZE = NET_HDR_SIZE + 65535;
+const STAGING_WORDS = (STAGING_SIZE + 3) >>> 2;
+/** Our zero virtio-net header, after the staging buffer. */
+const ZERO_HDR_OFFSET = STAGING_WORDS * 4;
+const SCRATCH_SIZE = 128 * 1024;
 
 /** Port kinds. */
 export const PortKind = { VHOST: 0, TAP: 1 } as const;
@@ -93,12 +100,21 @@ export class Engine {
   readonly #heads = new Int32Array(MAX_MERGE);
   readonly #caps = new Float64Array(MAX_MERGE);
   readonly #iov = new IovecArray(MAX_SEGS + 1);
-  readonly #staging = new Uint8Array(new ArrayBuffer((STAGING_SIZE + 3) & ~3));
-  readonly #staging32 = new Uint32Array(this.#staging.buffer);
+  // Staging and the zero header live in one anonymous mapping, so the
+  // address window can span them and the guests' regions (address_window.ts).
+  readonly #scratchMap = mmap(
+    -1,
+    SCRATCH_SIZE,
+    0,
+    PROT_READ | PROT_WRITE,
+    MAP_PRIVATE | MAP_ANONYMOUS,
+  );
+  readonly #staging = new Uint8Array(this.#scratchMap.buffer, 0, STAGING_SIZE);
+  readonly #staging32 = new Uint32Array(this.#scratchMap.buffer, 0, STAGING_WORDS);
   readonly #stagingList = new SegList(1);
   readonly #stagingAddr: number;
-  readonly #zeroHdr = new Uint8Array(new ArrayBuffer(NET_HDR_SIZE));
-  readonly #zeroHdr32 = new Uint32Array(this.#zeroHdr.buffer);
+  readonly #zeroHdr = new Uint8Array(this.#scratchMap.buffer, ZERO_HDR_OFFSET, NET_HDR_SIZE);
+  readonly #zeroHdr32 = new Uint32Array(this.#scratchMap.buffer, ZERO_HDR_OFFSET, NET_HDR_SIZE / 4);
   readonly #zeroHdrAddr: number;
   #dstHi = 0;
   #dstLo = 0;
@@ -109,8 +125,20 @@ export class Engine {
     this.#c = counters;
     this.fdb = fdb;
     this.#onBroken = onBroken;
-    this.#stagingAddr = bufferAddress(this.#staging);
-    this.#zeroHdrAddr = bufferAddress(this.#zeroHdr);
+    this.#stagingAddr = this.#scratchMap.address;
+    this.#zeroHdrAddr = this.#scratchMap.address + ZERO_HDR_OFFSET;
+    this.updateWindow();
+  }
+
+  /** Rebuilds the copy window over every guest region and the scratch area (control path). */
+  updateWindow(): boolean {
+    const ranges: Range[] = [{ address: this.#scratchMap.address, size: SCRATCH_SIZE }];
+    for (const p of this.ports) {
+      const m = p.mem;
+      if (m === null) continue;
+      for (let i = 0; i < m.count; i++) ranges.push({ address: m.base[i], size: m.size[i] });
+    }
+    return updateWindow(ranges);
   }
 
   /** Adds a port (control path). */
@@ -124,6 +152,7 @@ export class Engine {
     this.byId[id] = undefined;
     this.ports = this.ports.filter((p) => p.id !== id);
     this.fdb.removePort(id);
+    this.updateWindow();
   }
 
   /** Stops a port after a fault, counts it and reports it once. */

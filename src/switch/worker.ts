@@ -109,6 +109,7 @@ function execute(cmd: Command): Reply["result"] {
         throw new Error(`Cannot change memory of port ${p.name}: queues running`);
       }
       p.mem = cmd.regions === null ? null : new GuestMemory(cmd.regions);
+      engine.updateWindow();
       if (cmd.regions === null) p.broken = false; // a new connection starts clean
       return;
     }

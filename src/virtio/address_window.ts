@@ -1,26 +1,61 @@
 /**
- * One byte view over this process's whole user address space, made once
- * per thread. `copyWithin` on it moves bytes between any two mappings (two
- * guests, or a guest and a staging buffer) with no allocation — a
- * `subarray` per frame would allocate. Creating the view commits no
- * memory; only addresses that passed a guest-memory translation are ever
- * touched through it.
+ * One byte view spanning every guest region this thread maps (and the
+ * TAP staging area), so `copyWithin` moves bytes between any two of them
+ * with no allocation. Offsets into the view must stay small integers
+ * (V8 Smis, below 2^30): a larger offset is boxed as a HeapNumber on every
+ * builtin call — 48 bytes of garbage per copy, measured by
+ * tests/switch/heap_test.ts. So the window starts at the lowest mapped
+ * address and is used only while the whole span fits; otherwise copies
+ * fall back to `set(subarray())` (correct, one small allocation each).
  *
- * Measured on the testbed (bench/copy_bench.ts): 64 B ≈ 50 ns, 1500 B ≈ 60 ns,
- * 9000 B ≈ 160 ns, the same as `set(subarray())` without its garbage.
+ * Only addresses that passed a guest-memory translation are ever touched
+ * through the window; making it commits no memory.
+ *
+ * Measured (bench/forward_bench.ts): 1500 B ≈ 40–60 ns, 9000 B ≈ 160 ns.
  *
  * @module
  */
 
-/** Lowest address the window covers (the first pages are never mapped). */
-export const WINDOW_BASE = 0x10000;
-/** x86-64 user space ends at 2^47. */
-const WINDOW_END = 2 ** 47;
+/** Largest span the window may cover (offsets stay Smis). */
+export const WINDOW_MAX_SPAN = 2 ** 30;
 
-/** The window: `window[addr - WINDOW_BASE]` is the byte at `addr`. */
-export const window: Uint8Array = new Uint8Array(
-  Deno.UnsafePointerView.getArrayBuffer(
-    Deno.UnsafePointer.create(BigInt(WINDOW_BASE))!,
-    WINDOW_END - WINDOW_BASE,
-  ),
-);
+/** The current window of this thread. */
+export const win = {
+  /** `view[addr - base]` is the byte at `addr` (when `ok`). */
+  view: new Uint8Array(0),
+  /** Address of `view[0]`. */
+  base: 0,
+  /** Whether every mapped range lies inside the window. */
+  ok: false,
+};
+
+/** A mapped range: address and size. */
+export interface Range {
+  address: number;
+  size: number;
+}
+
+/** Rebuilds the window over `ranges`; returns whether it fits. */
+export function updateWindow(ranges: readonly Range[]): boolean {
+  if (ranges.length === 0) {
+    win.view = new Uint8Array(0);
+    win.ok = false;
+    return false;
+  }
+  let lo = Infinity, hi = 0;
+  for (const r of ranges) {
+    if (r.address < lo) lo = r.address;
+    if (r.address + r.size > hi) hi = r.address + r.size;
+  }
+  if (hi - lo > WINDOW_MAX_SPAN) {
+    win.view = new Uint8Array(0);
+    win.ok = false;
+    return false;
+  }
+  win.view = new Uint8Array(
+    Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(BigInt(lo))!, hi - lo),
+  );
+  win.base = lo;
+  win.ok = true;
+  return true;
+}
