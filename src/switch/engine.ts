@@ -60,6 +60,8 @@ export class DpPort {
   hdrLen = NET_HDR_SIZE;
   /** MRG_RXBUF negotiated. */
   mergeable = false;
+  /** RX chains known to be available beyond those taken (read lazily). */
+  rxKnown = 0;
   /** Stopped after a fault; the others keep forwarding. */
   broken = false;
   /** First counter slot. */
@@ -326,10 +328,15 @@ export class Engine {
       c[q.cbase + C.dropNoBuffer]++;
       return;
     }
-    const avail = ring.available();
-    if (avail < 0) {
-      this.breakPort(q, "RX avail index more than the ring size ahead");
-      return;
+    // The guest's RX avail index is read again only when the chains we
+    // already know of run out: one shared-memory load per burst, not per frame.
+    let avail = q.rxKnown;
+    if (avail === 0) {
+      avail = ring.available();
+      if (avail < 0) {
+        this.breakPort(q, "RX avail index more than the ring size ahead");
+        return;
+      }
     }
     const hl = q.hdrLen;
     const need = hl + len;
@@ -338,9 +345,14 @@ export class Engine {
     dst.reset();
     let chains = 0;
     while (dst.total < need) {
+      if (chains >= avail && chains < MAX_MERGE && (chains === 0 || q.mergeable)) {
+        avail = ring.available(); // maybe the guest added buffers meanwhile
+        if (avail < 0) avail = 0;
+      }
       if (chains >= avail || chains >= MAX_MERGE || (chains > 0 && !q.mergeable)) {
         // Not enough buffers: give back what we took, the guest keeps them (item 26).
         ring.unget(chains);
+        q.rxKnown = avail;
         c[q.cbase + C.dropNoBuffer]++;
         return;
       }
@@ -355,13 +367,22 @@ export class Engine {
       caps[chains] = got;
       chains++;
     }
+    q.rxKnown = avail - chains;
     // Header: no offloads, num_buffers = chains (§5.1.6.4). Usually in one segment.
     if (dst.lens[0] >= hl) {
-      const v = dst.views[0], o = dst.offs[0];
-      for (let i = 0; i < hl; i++) v[o + i] = 0;
-      if (hl === NET_HDR_SIZE) {
-        v[o + NUM_BUFFERS_OFFSET] = chains & 0xff;
-        v[o + NUM_BUFFERS_OFFSET + 1] = chains >>> 8;
+      const o = dst.offs[0];
+      if (hl === NET_HDR_SIZE && (o & 3) === 0) {
+        const w = dst.words[0], i = o >>> 2;
+        w[i] = 0;
+        w[i + 1] = 0;
+        w[i + 2] = chains << 16; // little-endian: bytes 10-11 hold num_buffers
+      } else {
+        const v = dst.views[0];
+        for (let i = 0; i < hl; i++) v[o + i] = 0;
+        if (hl === NET_HDR_SIZE) {
+          v[o + NUM_BUFFERS_OFFSET] = chains & 0xff;
+          v[o + NUM_BUFFERS_OFFSET + 1] = chains >>> 8;
+        }
       }
     } else {
       this.#zeroHdr[NUM_BUFFERS_OFFSET] = hl === NET_HDR_SIZE ? chains : 0;

@@ -134,6 +134,7 @@ function execute(cmd: Command): Reply["result"] {
       p.mergeable = s.mergeable;
       if (s.q === 0) {
         p.rx = ring;
+        p.rxKnown = 0;
         p.callRx = s.callFd;
       } else {
         p.tx = ring;

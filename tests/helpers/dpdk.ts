@@ -91,12 +91,38 @@ export class Testpmd {
     ]);
   }
 
+  /**
+   * Generator with N virtio-user ports in a ring: what port i receives it
+   * sends out of port i+1, addressed to port i+2's MAC, so every frame
+   * crosses the switch under test once per hop (TESTBED.md's loop).
+   */
+  static ring(prefix: string, sockets: string[], txpkts = 64): Testpmd {
+    const n = sockets.length;
+    return new Testpmd(
+      prefix,
+      sockets.map((s, i) =>
+        `--vdev=net_virtio_user${i},path=${s},mac=${portMac(i)},queue_size=256`
+      ),
+      [
+        "--forward-mode=mac",
+        ...(n === 2 ? [] : ["--port-topology=loop"]),
+        ...sockets.map((_, i) => `--eth-peer=${i},${portMac(n === 2 ? 1 - i : (i + 1) % n)}`),
+        `--txpkts=${txpkts}`,
+        "--nb-cores=1",
+      ],
+    );
+  }
+
   /** Reference backend: DPDK's own vhost-user ports, io-forwarding. */
   static reference(prefix: string, sockets: string[]): Testpmd {
     return new Testpmd(
       prefix,
       sockets.map((s, i) => `--vdev=net_vhost${i},iface=${s}`),
-      ["--forward-mode=io", "--nb-cores=1"],
+      [
+        "--forward-mode=io",
+        "--nb-cores=1",
+        ...(sockets.length === 2 ? [] : ["--port-topology=loop"]),
+      ],
       0,
     );
   }
@@ -191,9 +217,14 @@ export class Testpmd {
   }
 }
 
+/** The MAC of generator port `i`. */
+export function portMac(i: number): string {
+  return `02:00:00:00:00:${(10 + i).toString(16).padStart(2, "0")}`;
+}
+
 /** The generator's port MACs. */
-export const MAC_A = "02:00:00:00:00:0a";
-export const MAC_B = "02:00:00:00:00:0b";
+export const MAC_A = portMac(0);
+export const MAC_B = portMac(1);
 
 /** Parses `show port stats all` output. */
 export function parsePortStats(text: string): TestpmdPortStats[] {
