@@ -14,7 +14,7 @@ import { TestMemory } from "../helpers/memfd_memory.ts";
 const SIZE = 8;
 const DESC = 0, AVAIL = 0x1000, USED = 0x2000, DATA = 0x4000;
 
-function setup(indirect = true, split?: number) {
+function setup(indirect = true, split?: number, base = 0, eventIdx = false) {
   const tm = new TestMemory(0x20000);
   const mem = new GuestMemory(tm.regions(0, split));
   const ring = new SplitRing(
@@ -23,10 +23,10 @@ function setup(indirect = true, split?: number) {
     { region: 0, offset: DESC },
     { region: 0, offset: AVAIL },
     { region: 0, offset: USED },
-    0,
+    base,
     indirect,
     9018 + 12,
-    false,
+    eventIdx,
   );
   const avail = (heads: number[]) => {
     heads.forEach((h, i) => tm.view.setUint16(AVAIL + 4 + 2 * i, h, true));
@@ -157,19 +157,7 @@ Deno.test("EVENT_IDX: need-event rule with wraparound, avail_event written befor
   assertEquals(needEvent(6, 6, 5), false, "event not reached yet");
   assertEquals(needEvent(0xffff, 1, 0xfffe), true, "wraparound");
   assertEquals(needEvent(2, 1, 0xfffe), false);
-  const tm = new TestMemory(0x20000);
-  const mem = new GuestMemory(tm.regions());
-  const ring = new SplitRing(
-    mem,
-    SIZE,
-    { region: 0, offset: DESC },
-    { region: 0, offset: AVAIL },
-    { region: 0, offset: USED },
-    7,
-    true,
-    9030,
-    true,
-  );
+  const { tm, ring } = setup(true, undefined, 7, true);
   ring.setNoNotify(false);
   assertEquals(tm.view.getUint16(USED + 4 + 8 * SIZE, true), 7, "avail_event = next avail index");
   tm.view.setUint16(AVAIL + 4 + 2 * SIZE, 8, true); // used_event: interrupt after the 2nd entry
