@@ -48,7 +48,9 @@ export function levelFromEnv(): LevelName | undefined {
 /** Configures LogTape once for the process (replacing any earlier setup). */
 export async function setupLogging(options: LogOptions = {}): Promise<void> {
   const level = options.level ?? levelFromEnv() ?? "info";
-  const formatter = options.format === "json" ? getJsonLinesFormatter() : getTextFormatter();
+  const formatter = options.format === "json"
+    ? getJsonLinesFormatter()
+    : getTextFormatter({ value: "bare" });
   await reset();
   await configure({
     sinks: { console: getConsoleSink({ formatter }) },

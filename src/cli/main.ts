@@ -7,6 +7,7 @@
 import { parseCli, USAGE } from "./args.ts";
 import { formatStats } from "./stats_table.ts";
 import { logger, setupLogging } from "../log.ts";
+import { installProcessGuards } from "./guards.ts";
 import { Switch } from "../switch/switch.ts";
 
 let opts;
@@ -23,11 +24,8 @@ if (opts.help) {
 await setupLogging({ level: opts.logLevel, format: opts.logFormat });
 const log = logger("cli");
 
-// An unhandled rejection anywhere must not end the process serving every port.
-globalThis.addEventListener("unhandledrejection", (e) => {
-  e.preventDefault();
-  log.error`Unhandled rejection: ${e.reason}`;
-});
+// A stray rejection or exception anywhere must not end the process serving every port.
+installProcessGuards(log);
 
 const sw = await Switch.create({ fdbAgingSeconds: opts.fdbAging });
 sw.onFatal = () => Deno.exit(1); // already logged; a switch that cannot forward must not linger

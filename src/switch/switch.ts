@@ -59,7 +59,11 @@ export class Switch {
       const name = port?.name ?? `#${id}`;
       log.error`Port ${name} stopped after a fault: ${reason}`;
       // A vhost port's frontend loses its connection; it may reconnect and start clean.
-      if (port instanceof VhostPort) port.disconnect(`dataplane fault: ${reason}`);
+      if (port instanceof VhostPort) {
+        port.disconnect(`dataplane fault: ${reason}`).catch((e) =>
+          log.error`Cannot disconnect port ${name}: ${e}`
+        );
+      }
     };
   }
 

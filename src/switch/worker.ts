@@ -184,6 +184,8 @@ function execute(cmd: Command): Reply["result"] {
 }
 
 function onBroken(p: DpPort, reason: string): void {
+  // A stopped port's kicks must not wake us any more (a guest could kick forever).
+  unwatchKick(p.id);
   const ev: BrokenEvent = { event: "broken", id: p.id, reason };
   self.postMessage(ev);
 }

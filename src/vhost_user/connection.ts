@@ -46,7 +46,7 @@ export class Connection {
     try {
       this.#read();
     } catch (e) {
-      this.close(`${(e as Error).message}`);
+      this.#closeQuietly(`${(e as Error).message}`);
       return;
     }
     if ((events & EPOLLHUP) !== 0 && !this.#closed) this.#read();
@@ -93,6 +93,11 @@ export class Connection {
     }
   }
 
+  // close() only fails on a bug; that must still not become an unhandled rejection.
+  #closeQuietly(reason: string): void {
+    this.close(reason).catch((e) => this.log.error`Cannot close connection: ${e}`);
+  }
+
   #complete(): void {
     const msg: Message = {
       request: this.#headerView.getUint32(0, true),
@@ -104,7 +109,9 @@ export class Connection {
     this.#have = 0;
     this.#fds = [];
     this.#queue.push(msg);
-    if (!this.#busy) this.#process();
+    if (!this.#busy) {
+      this.#process().catch((e) => this.#closeQuietly(`Internal error: ${(e as Error).stack}`));
+    }
   }
 
   // One message at a time, in order: a handler may wait for the dataplane.

@@ -285,6 +285,30 @@ export class DriverQueue {
     v.setUint16(this.avail + 2, this.#availIdx, true);
   }
 
+  /**
+   * Hostile use: makes `head` available whatever it is (out of range, a
+   * descriptor written by hand with `writeDesc`, a head already in flight).
+   */
+  pushRaw(head: number): void {
+    this.#push(head);
+  }
+
+  /** Hostile use: writes avail.idx directly (e.g. more than the ring size ahead). */
+  setAvailIdx(idx: number): void {
+    this.#availIdx = idx & 0xffff;
+    this.mem.view.setUint16(this.avail + 2, this.#availIdx, true);
+  }
+
+  /** The next avail index this driver will publish. */
+  get availIdx(): number {
+    return this.#availIdx;
+  }
+
+  /** used.idx as the device last wrote it. */
+  usedIdx(): number {
+    return this.mem.view.getUint16(this.used + 2, true);
+  }
+
   /** Kicks the backend. */
   notify(): void {
     eventfdWrite(this.kick, 1);
@@ -326,6 +350,14 @@ export interface DriverOptions {
   mtu?: number;
   /** RX buffer size posted by fillRx. */
   rxBufSize?: number;
+  /** Hostile use: ring addresses (frontend-virtual) to send instead of the real ones. */
+  ringAddr?: (ring: number, real: { desc: number; used: number; avail: number }) => {
+    desc: number;
+    used: number;
+    avail: number;
+  };
+  /** Hostile use: feature bits to ask for instead of the usual set (ANDed with the offer). */
+  features?: bigint;
 }
 
 /** A guest NIC: negotiation, RX buffers, send and receive. */
@@ -364,7 +396,7 @@ export class VirtioNetDriver {
   /** Connects and runs the whole negotiation the way QEMU does. */
   static async start(path: string, opts: DriverOptions = {}): Promise<VirtioNetDriver> {
     const conn = RawFrontend.connect(path);
-    const d = new VirtioNetDriver(conn, new DriverMemory((opts.memMiB ?? 16) << 20), opts);
+    const d = new VirtioNetDriver(conn, new DriverMemory((opts.memMiB ?? 16) * 1024 * 1024), opts);
     conn.send(Req.GET_FEATURES);
     const offered = new DataView((await conn.reply()).payload.buffer).getBigUint64(0, true);
     conn.send(Req.SET_OWNER);
@@ -384,7 +416,7 @@ export class VirtioNetDriver {
       (1n << BigInt(F.EVENT_IDX)) |
       (1n << BigInt(F.PROTOCOL_FEATURES));
     if (opts.mrgRxbuf ?? true) f |= 1n << BigInt(F.MRG_RXBUF);
-    d.features = f & offered;
+    d.features = (opts.features ?? f) & offered;
     await d.request(Req.SET_FEATURES, u64(d.features));
     const t = d.mem.table(opts.regions ?? 1);
     await d.request(Req.SET_MEM_TABLE, t.payload, t.fds);
@@ -393,10 +425,12 @@ export class VirtioNetDriver {
       await d.request(Req.SET_VRING_BASE, vringState(i, 0));
       const addr = new Uint8Array(40);
       const v = new DataView(addr.buffer);
+      const real = { desc: UVA_BASE + q.desc, used: UVA_BASE + q.used, avail: UVA_BASE + q.avail };
+      const a = opts.ringAddr?.(i, real) ?? real;
       v.setUint32(0, i, true);
-      v.setBigUint64(8, BigInt(UVA_BASE + q.desc), true);
-      v.setBigUint64(16, BigInt(UVA_BASE + q.used), true);
-      v.setBigUint64(24, BigInt(UVA_BASE + q.avail), true);
+      v.setBigUint64(8, BigInt(a.desc), true);
+      v.setBigUint64(16, BigInt(a.used), true);
+      v.setBigUint64(24, BigInt(a.avail), true);
       await d.request(Req.SET_VRING_ADDR, addr);
       await d.request(Req.SET_VRING_KICK, u64(i), [q.kick]);
       await d.request(Req.SET_VRING_CALL, u64(i), [q.call]);
@@ -426,13 +460,17 @@ export class VirtioNetDriver {
   }
 
   /**
-   * Sends one frame after a zero 12-byte header. `split` cuts header+frame
+   * Sends one frame after a zero 12-byte header (or `header`, hostile use). `split` cuts header+frame
    * into descriptors of these sizes; `indirect` uses an indirect table.
    */
-  send(frame: Uint8Array, opts: { split?: number[]; indirect?: boolean } = {}): void {
+  send(
+    frame: Uint8Array,
+    opts: { split?: number[]; indirect?: boolean; header?: Uint8Array } = {},
+  ): void {
     const total = 12 + frame.length;
     const gpa = this.mem.alloc(total, 16);
     this.mem.bytes.fill(0, gpa, gpa + 12);
+    if (opts.header) this.mem.bytes.set(opts.header.subarray(0, 12), gpa);
     this.mem.bytes.set(frame, gpa + 12);
     const sizes = opts.split ?? [total];
     const segs: Segment[] = [];

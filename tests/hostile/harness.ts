@@ -1,0 +1,217 @@
+/**
+ * The stage for hostile-input tests: a switch in its own process with two
+ * well-behaved guests ("a" and "b", TypeScript drivers exchanging frames
+ * the whole time) and a port "bad" for the attacker. Every case runs
+ * inside `runCase`, which asserts what the checklist promises beyond the
+ * case's own outcome: the good guests' traffic kept flowing while the
+ * attack ran, the switch process is still up, and the attacker's
+ * connection left no fd and no mapping behind.
+ *
+ * @module
+ */
+
+import { assert, assertEquals } from "@std/assert";
+import type { CounterName } from "../../mod.ts";
+import { ethFrame, RawFrontend, VirtioNetDriver } from "../helpers/frontend.ts";
+import type { DriverOptions } from "../helpers/frontend.ts";
+import { SwitchProcess } from "../helpers/switch_process.ts";
+
+export const A = "02:00:00:00:00:0a";
+export const B = "02:00:00:00:00:0b";
+export const BAD = "02:00:00:00:00:66";
+export const BCAST = "ff:ff:ff:ff:ff:ff";
+
+/** Frames the pump sends: 60 bytes, payload starting with this byte. */
+const PUMP_TAG = 0x5a;
+const PUMP_LEN = 60;
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function isPump(f: Uint8Array): boolean {
+  return f.length === PUMP_LEN && f[14] === PUMP_TAG;
+}
+
+/**
+ * Frames a↔b every few milliseconds. Frames that are not the pump's
+ * (sent by a case) are kept for the case to inspect.
+ */
+class Pump {
+  sent = 0;
+  got = 0;
+  /** Non-pump frames received by a and b. */
+  readonly extraA: Uint8Array[] = [];
+  readonly extraB: Uint8Array[] = [];
+  #running = false;
+  #loop: Promise<void> = Promise.resolve();
+
+  constructor(readonly da: VirtioNetDriver, readonly db: VirtioNetDriver) {}
+
+  start(): void {
+    this.sent = this.got = 0;
+    this.extraA.length = this.extraB.length = 0;
+    this.#running = true;
+    this.#loop = this.#run();
+  }
+
+  #collect(): void {
+    for (const f of this.da.receive()) isPump(f) ? this.got++ : this.extraA.push(f);
+    for (const f of this.db.receive()) isPump(f) ? this.got++ : this.extraB.push(f);
+    this.da.tx.takeUsed();
+    this.db.tx.takeUsed();
+  }
+
+  async #run(): Promise<void> {
+    while (this.#running) {
+      // At most 64 in flight: the rings (256) never fill, so nothing may be lost.
+      if (this.sent - this.got < 64) {
+        this.da.send(ethFrame(B, A, PUMP_LEN - 14, PUMP_TAG));
+        this.db.send(ethFrame(A, B, PUMP_LEN - 14, PUMP_TAG));
+        this.sent += 2;
+      }
+      this.#collect();
+      await sleep(3);
+    }
+  }
+
+  /** Waits until `pred` holds for the extra frames at a (or the timeout). */
+  async extraAtA(pred: (f: Uint8Array) => boolean, timeoutMs = 3000): Promise<Uint8Array> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const f = this.extraA.find(pred);
+      if (f) return f;
+      if (Date.now() > deadline) throw new Error("Expected frame never reached a");
+      await sleep(5);
+    }
+  }
+
+  /** Stops sending; waits for every frame in flight. Returns how many were exchanged. */
+  async stop(): Promise<number> {
+    this.#running = false;
+    await this.#loop;
+    const deadline = Date.now() + 3000;
+    while (this.got < this.sent && Date.now() < deadline) {
+      this.#collect();
+      await sleep(5);
+    }
+    return this.got;
+  }
+}
+
+/** What a case gets to work with. */
+export class Stage {
+  readonly #raws: RawFrontend[] = [];
+  readonly #guests: VirtioNetDriver[] = [];
+  #before: Record<string, Record<CounterName, number>> = {};
+  /** Log index when the case started. */
+  logFrom = 0;
+
+  private constructor(
+    readonly dir: string,
+    readonly sp: SwitchProcess,
+    readonly da: VirtioNetDriver,
+    readonly db: VirtioNetDriver,
+    readonly pump: Pump,
+  ) {}
+
+  /** Starts the switch process and the two good guests, and teaches it their MACs. */
+  static async create(): Promise<Stage> {
+    const dir = await Deno.makeTempDir({ prefix: "vswitch-hostile-" });
+    const sp = await SwitchProcess.start({
+      a: `${dir}/a.sock`,
+      b: `${dir}/b.sock`,
+      bad: `${dir}/bad.sock`,
+    });
+    const da = await VirtioNetDriver.start(`${dir}/a.sock`, { memMiB: 64 });
+    const db = await VirtioNetDriver.start(`${dir}/b.sock`, { memMiB: 64 });
+    da.fillRx(128);
+    db.fillRx(128);
+    await sleep(50);
+    da.send(ethFrame(BCAST, A, 46));
+    db.send(ethFrame(BCAST, B, 46));
+    await da.receiveAtLeast(1);
+    await db.receiveAtLeast(1);
+    return new Stage(dir, sp, da, db, new Pump(da, db));
+  }
+
+  /** A raw connection to the attacker's port (closed after the case). */
+  raw(): RawFrontend {
+    const c = RawFrontend.connect(`${this.dir}/bad.sock`);
+    this.#raws.push(c);
+    return c;
+  }
+
+  /** A driver on the attacker's port, fully negotiated (closed after the case). */
+  async guest(opts: DriverOptions = {}): Promise<VirtioNetDriver> {
+    const g = await VirtioNetDriver.start(`${this.dir}/bad.sock`, opts);
+    this.#guests.push(g);
+    return g;
+  }
+
+  /** Asserts the switch closed `c`, logging a reason that matches `re`. */
+  async closedWith(c: RawFrontend, re: RegExp): Promise<void> {
+    assert(await c.closedByPeer(), "the switch closed the connection");
+    await this.sp.waitLog(re, this.logFrom);
+  }
+
+  /** How much a counter of `port` grew since the case started. */
+  async delta(port: string, counter: CounterName): Promise<number> {
+    const now = (await this.sp.stats())[port].counters[counter];
+    return now - (this.#before[port]?.[counter] ?? 0);
+  }
+
+  /** Waits until a counter grew by at least `n`; returns the growth. */
+  async until(port: string, counter: CounterName, n: number, timeoutMs = 3000): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const d = await this.delta(port, counter);
+      if (d >= n || Date.now() > deadline) return d;
+      await sleep(10);
+    }
+  }
+
+  async #connected(port: string): Promise<boolean> {
+    return (await this.sp.stats())[port].connected;
+  }
+
+  /**
+   * Runs one case with the pump going, then checks the checklist's common
+   * promises: the good guests' frames all arrived (and some did during the
+   * case), the switch is up, and the attacker left no fd or mapping behind.
+   */
+  async runCase(fn: (s: Stage) => Promise<void>): Promise<void> {
+    const fds = this.sp.fdCount();
+    const maps = this.sp.maps("memfd:").length;
+    this.logFrom = this.sp.logs.length;
+    this.#before = Object.fromEntries(
+      Object.entries(await this.sp.stats()).map(([k, v]) => [k, { ...v.counters }]),
+    );
+    this.pump.start();
+    let exchanged;
+    try {
+      await fn(this);
+    } finally {
+      for (const c of this.#raws.splice(0)) c.close();
+      for (const g of this.#guests.splice(0)) g.close();
+      for (let i = 0; i < 300 && await this.#connected("bad"); i++) await sleep(10);
+      exchanged = await this.pump.stop();
+    }
+    assert(this.sp.alive, `the switch process is up:\n${this.sp.dumpLogs(this.logFrom)}`);
+    assertEquals(this.pump.got, this.pump.sent, "every frame between a and b arrived");
+    assert(exchanged >= 4, `a and b kept exchanging frames during the case (${exchanged})`);
+    const s = await this.sp.stats();
+    assert(s.a.connected && s.b.connected, "the good guests are still connected");
+    assertEquals(s.bad.connected, false, "the attacker is gone after the case");
+    // fds and mappings: give the control plane a moment to finish the reset.
+    for (let i = 0; i < 100 && this.sp.fdCount() !== fds; i++) await sleep(10);
+    assertEquals(this.sp.fdCount(), fds, "no fd leaked");
+    assertEquals(this.sp.maps("memfd:").length, maps, "no mapping leaked");
+  }
+
+  /** Stops the good guests and the switch. */
+  async close(): Promise<void> {
+    this.da.close();
+    this.db.close();
+    await this.sp[Symbol.asyncDispose]();
+    await Deno.remove(this.dir, { recursive: true }).catch(() => {});
+  }
+}
