@@ -10,7 +10,7 @@
 
 import { GuestMemory } from "../src/virtio/guest_memory.ts";
 import { SplitRing } from "../src/virtio/split_ring.ts";
-import { DpPort, Engine, PortKind } from "../src/switch/engine.ts";
+import { type BrokenHandler, DpPort, Engine, PortKind } from "../src/switch/engine.ts";
 import { Fdb } from "../src/switch/fdb.ts";
 import { createCounterBuffer } from "../src/switch/counters.ts";
 import { TestMemory } from "../tests/helpers/memfd_memory.ts";
@@ -76,14 +76,19 @@ export class ForwardRig {
   readonly #a: Guest;
   readonly #b: Guest;
 
-  constructor(frameLen: number) {
+  /** `onBroken`: what a port fault does (default: throw, a benchmark must not hide one). */
+  constructor(frameLen: number, onBroken?: BrokenHandler) {
     const frame = new Uint8Array(frameLen);
     frame.set([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x88, 0xb5]);
     this.#a = new Guest(false, frame);
     this.#b = new Guest(true);
-    this.engine = new Engine(this.counters, new Fdb(1024, 300_000), (p, why) => {
-      throw new Error(`port ${p.name} broke: ${why}`);
-    });
+    this.engine = new Engine(
+      this.counters,
+      new Fdb(1024, 300_000),
+      onBroken ?? ((p, why) => {
+        throw new Error(`port ${p.name} broke: ${why}`);
+      }),
+    );
     const pa = new DpPort(0, PortKind.VHOST, "a", 9018);
     pa.mem = this.#a.mem;
     pa.tx = this.#a.ring();

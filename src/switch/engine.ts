@@ -178,7 +178,7 @@ export class Engine {
       try {
         work += p.kind === PortKind.VHOST ? this.#pollGuest(p, now) : this.#pollTap(p, now);
       } catch (e) {
-        // A bug or a fault while serving one port stops only that port (item 33).
+        // A bug or a fault while reading from one port stops only that port (item 33).
         this.breakPort(p, `exception: ${(e as Error)?.stack ?? e}`);
       }
     }
@@ -317,8 +317,14 @@ export class Engine {
       this.#c[q.cbase + C.dropTooBig]++;
       return;
     }
-    if (q.kind === PortKind.VHOST) this.#toGuest(q, src, pos, len);
-    else this.#toTap(q, src, pos, len);
+    try {
+      if (q.kind === PortKind.VHOST) this.#toGuest(q, src, pos, len);
+      else this.#toTap(q, src, pos, len);
+    } catch (e) {
+      // A fault while writing to one destination stops that destination, not the
+      // sender and not the other destinations of a flood (item 33).
+      this.breakPort(q, `exception: ${(e as Error)?.stack ?? e}`);
+    }
   }
 
   #toGuest(q: DpPort, src: SegList, pos: number, len: number): void {

@@ -94,11 +94,13 @@ export class RawFrontend {
     const out = new Uint8Array(n);
     let have = 0;
     const deadline = Date.now() + timeoutMs;
+    let polls = 0;
     while (have < n) {
       const r = this.io.recv(this.fd, out.subarray(have), n - have);
       if (r === null) {
         if (Date.now() > deadline) throw new Error(`No reply within ${timeoutMs} ms`);
-        await sleep(2);
+        // A backend in another process answers within microseconds: poll eagerly first.
+        await sleep(++polls < 50 ? 0 : 2);
         continue;
       }
       closeAll(r.fds);

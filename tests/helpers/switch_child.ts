@@ -3,7 +3,8 @@
  * peer does to it cannot take the test runner down with it, and the test
  * can read its /proc/<pid>/fd and /proc/<pid>/maps. Embeds the library,
  * logs JSON lines, and answers "stats" on stdin with one JSON line on
- * stdout (the control API is a later issue; this is the test's window).
+ * stdout, and "mem" with the heap figures after a full GC (the control API
+ * is a later issue; this is the test's window).
  *
  * Usage: deno run -A switch_child.ts NAME=SOCKET ...
  *
@@ -37,6 +38,11 @@ for await (const chunk of Deno.stdin.readable) {
     pending = pending.slice(nl + 1);
     if (line === "stats") {
       const out = JSON.stringify({ stats: sw.stats(), rounds: sw.rounds });
+      await Deno.stdout.write(enc.encode(out + "\n"));
+    } else if (line === "mem") {
+      // The control plane's heap after a full GC (the child runs with --expose-gc).
+      (globalThis as unknown as { gc?: () => void }).gc?.();
+      const out = JSON.stringify({ mem: Deno.memoryUsage() });
       await Deno.stdout.write(enc.encode(out + "\n"));
     }
   }

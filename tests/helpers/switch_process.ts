@@ -22,6 +22,7 @@ const CHILD = new URL("./switch_child.ts", import.meta.url).pathname;
 export class SwitchProcess {
   readonly logs: LogRecord[] = [];
   #stats: ((s: PortStats[]) => void)[] = [];
+  #mem: ((m: Deno.MemoryUsage) => void)[] = [];
   #ready!: () => void;
   readonly #readyP = new Promise<void>((r) => (this.#ready = r));
   readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
@@ -41,7 +42,13 @@ export class SwitchProcess {
   /** Starts a switch with vhost-user server ports `name → socket path`. */
   static async start(ports: Record<string, string>): Promise<SwitchProcess> {
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", CHILD, ...Object.entries(ports).map(([n, p]) => `${n}=${p}`)],
+      args: [
+        "run",
+        "-A",
+        "--v8-flags=--expose-gc",
+        CHILD,
+        ...Object.entries(ports).map(([n, p]) => `${n}=${p}`),
+      ],
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
@@ -77,6 +84,7 @@ export class SwitchProcess {
     }
     if (rec.ready) this.#ready();
     else if (rec.stats) this.#stats.shift()?.(rec.stats);
+    else if (rec.mem) this.#mem.shift()?.(rec.mem);
     else if (typeof rec.message === "string") this.logs.push(rec);
   }
 
@@ -96,6 +104,13 @@ export class SwitchProcess {
     const p = new Promise<PortStats[]>((r) => this.#stats.push(r));
     await this.#writer.write(new TextEncoder().encode("stats\n"));
     return Object.fromEntries((await p).map((s) => [s.name, s]));
+  }
+
+  /** The control plane's memory figures after a full GC. */
+  async memory(): Promise<Deno.MemoryUsage> {
+    const p = new Promise<Deno.MemoryUsage>((r) => this.#mem.push(r));
+    await this.#writer.write(new TextEncoder().encode("mem\n"));
+    return await p;
   }
 
   /** Open fds of the switch process. */
