@@ -4,7 +4,9 @@ import {
   MemoryTableError,
   parseMemoryTable,
 } from "../../src/vhost_user/memory_table.ts";
-import { ftruncate, memfdCreate } from "../../ffi/memory.ts";
+import { addSeals, ftruncate, memfdCreate } from "../../ffi/memory.ts";
+import { F_SEAL_SHRINK } from "../../ffi/constants.ts";
+import { SysError } from "../../ffi/errno.ts";
 import { openFdCount } from "../helpers/env.ts";
 
 type R = [number, number, number, number]; // gpa, size, uva, offset
@@ -78,4 +80,23 @@ Deno.test("a mapped table translates frontend-virtual addresses and honours the 
   assertEquals(mapped[1].gpa, 0x100000);
   t.close();
   t.close(); // idempotent
+});
+
+Deno.test("seal policy (item 7): a memfd sealed against shrinking is trusted, others noted", () => {
+  const sealed = memfdCreate("sealed");
+  ftruncate(sealed, 0x10000);
+  addSeals(sealed, F_SEAL_SHRINK);
+  const plain = memfdCreate("plain");
+  ftruncate(plain, 0x10000);
+  const t = new MemoryTable(
+    parseMemoryTable(table([[0, 0x10000, 0, 0], [0x10000, 0x10000, 0x10000, 0]]), 2),
+    [sealed, plain],
+  );
+  try {
+    assertEquals(t.unsealed, [1], "only the unsealed memfd is reported");
+    // The seal is real: the frontend can no longer shrink the sealed file under us.
+    assertThrows(() => ftruncate(sealed, 0x1000), SysError, "EPERM");
+  } finally {
+    t.close();
+  }
 });
