@@ -1,8 +1,10 @@
 /**
- * Runs tests/helpers/switch_child.ts as a child process and gives the test
- * its counters, its log records and its kernel-visible resources (open
- * fds, mappings), so hostile-input tests can assert the outcome of each
- * attack and that nothing leaked.
+ * The switch as a child process, with its log records and its
+ * kernel-visible resources (open fds, mappings): either the test child
+ * (tests/helpers/switch_child.ts, which also reports counters) for
+ * hostile-input tests, or the real CLI (src/cli/main.ts) for fault tests
+ * that stop, kill and restart it. The child is the deno binary itself
+ * (Deno.execPath(), not an npx wrapper), so its pid's /proc is the switch's.
  *
  * @module
  */
@@ -17,6 +19,7 @@ export interface LogRecord {
 }
 
 const CHILD = new URL("./switch_child.ts", import.meta.url).pathname;
+const CLI = new URL("../../src/cli/main.ts", import.meta.url).pathname;
 
 /** The switch in its own process. */
 export class SwitchProcess {
@@ -29,7 +32,7 @@ export class SwitchProcess {
   readonly #done: Promise<Deno.CommandStatus>;
   #exited = false;
 
-  private constructor(readonly child: Deno.ChildProcess) {
+  private constructor(readonly child: Deno.ChildProcess, readonly cliMode: boolean) {
     this.#writer = child.stdin.getWriter();
     this.#pump(child.stdout);
     this.#pump(child.stderr);
@@ -39,25 +42,29 @@ export class SwitchProcess {
     });
   }
 
-  /** Starts a switch with vhost-user server ports `name → socket path`. */
+  /** Starts the test child with vhost-user server ports `name → socket path`. */
   static async start(ports: Record<string, string>): Promise<SwitchProcess> {
+    const args = Object.entries(ports).map(([n, p]) => `${n}=${p}`);
+    return await SwitchProcess.#spawn(["--v8-flags=--expose-gc", CHILD, ...args], false);
+  }
+
+  /** Starts the CLI (`src/cli/main.ts ARGS --log-format json`) and waits for "Ready". */
+  static async cli(args: string[]): Promise<SwitchProcess> {
+    return await SwitchProcess.#spawn([CLI, ...args, "--log-format", "json"], true);
+  }
+
+  static async #spawn(args: string[], cliMode: boolean): Promise<SwitchProcess> {
     const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "--v8-flags=--expose-gc",
-        CHILD,
-        ...Object.entries(ports).map(([n, p]) => `${n}=${p}`),
-      ],
+      args: ["run", "-A", ...args],
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
     }).spawn();
-    const sp = new SwitchProcess(child);
-    const timeout = setTimeout(() => sp.kill(), 20_000);
+    const sp = new SwitchProcess(child, cliMode);
+    const timeout = setTimeout(() => sp.kill(), 30_000);
     await Promise.race([sp.#readyP, sp.#done]);
     clearTimeout(timeout);
-    if (sp.#exited) throw new Error(`Switch child exited early: ${sp.dumpLogs()}`);
+    if (sp.#exited) throw new Error(`Switch exited before it was ready:\n${sp.dumpLogs()}`);
     return sp;
   }
 
@@ -85,7 +92,10 @@ export class SwitchProcess {
     if (rec.ready) this.#ready();
     else if (rec.stats) this.#stats.shift()?.(rec.stats);
     else if (rec.mem) this.#mem.shift()?.(rec.mem);
-    else if (typeof rec.message === "string") this.logs.push(rec);
+    else if (typeof rec.message === "string") {
+      this.logs.push(rec);
+      if (this.cliMode && /^Ready/.test(rec.message)) this.#ready();
+    }
   }
 
   /** The child's pid. */
@@ -143,8 +153,7 @@ export class SwitchProcess {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       for (let i = from; i < this.logs.length; i++) {
-        const r = this.logs[i];
-        if (re.test(`${r.logger} ${r.message.replaceAll('"', "")}`)) return r;
+        if (this.#matches(re, this.logs[i])) return this.logs[i];
       }
       if (Date.now() > deadline) {
         throw new Error(
@@ -155,9 +164,26 @@ export class SwitchProcess {
     }
   }
 
+  /** Whether a log record (logger + message, quotes dropped) matches, from index `from` on. */
+  has(re: RegExp, from = 0): boolean {
+    return this.logs.slice(from).some((r) => this.#matches(re, r));
+  }
+
   /** The logs since `from`, for failure messages. */
   dumpLogs(from = 0): string {
     return this.logs.slice(from).map((r) => `${r.level} ${r.logger} ${r.message}`).join("\n");
+  }
+
+  #matches(re: RegExp, r: LogRecord): boolean {
+    return re.test(`${r.logger} ${r.message.replaceAll('"', "")}`);
+  }
+
+  /** Sends `signal` and waits for the process to end. */
+  async stop(signal: Deno.Signal): Promise<Deno.CommandStatus> {
+    try {
+      this.child.kill(signal);
+    } catch { /* already gone */ }
+    return await this.#done;
   }
 
   /** Sends SIGKILL. */
