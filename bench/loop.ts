@@ -253,8 +253,12 @@ if (Deno.uid() !== 0) {
   Deno.exit(2);
 }
 const t0 = performance.now();
-const ok =
-  (await installPackages("bench", [...DEMO_PACKAGES, "dpdk", "openvswitch-switch-dpdk"])) &&
+const ok = (await installPackages("bench", [
+  ...DEMO_PACKAGES,
+  "dpdk",
+  "dpdk-dev",
+  "openvswitch-switch-dpdk",
+])) &&
   (await setupHugepages("bench"));
 if (!ok) Deno.exit(1);
 // The Debian package starts a system OVS; ours runs in its own directories.

@@ -13,7 +13,8 @@ import { DEMO_PACKAGES, installPackages, say, setupHugepages } from "../src/cli/
 const TEST_PACKAGES = [
   ...DEMO_PACKAGES,
   "tcpdump", // debugging captures
-  "dpdk", // testpmd: virtio-user traffic generator and reference backend
+  "dpdk",
+  "dpdk-dev", // dpdk-testpmd (Debian ships it here, not in dpdk): generator and reference backend
   "gcc", // the struct layout test compiles a probe against the C headers
   "libc6-dev",
 ];

@@ -5,7 +5,8 @@
  *
  * Shrink policy (CHECKLIST item 7): a frontend that truncates a mapped file
  * turns our next access into SIGBUS, which would end the whole process. We
- * check with fstat that every region lies inside its file when it arrives.
+ * check with fstat that every region lies inside its file when it arrives,
+ * and refuse fds that are not regular files (no size to check against).
  * For memfds we read the seals: a memfd sealed with F_SEAL_SHRINK cannot be
  * shrunk, and one without it is accepted with a warning (QEMU does not seal
  * its memory backends). hugetlbfs files cannot be sealed; they are accepted
@@ -164,8 +165,17 @@ export class MemoryTable {
     } catch (e) {
       throw new MemoryTableError(`Cannot map region ${i}: fstat failed`, { cause: e });
     }
-    // Regular files (memfd, tmpfs, hugetlbfs) have a size to check against.
-    if ((st.mode & S_IFMT) === S_IFREG && r.mmapOffset + r.size > st.size) {
+    // Item 7: only a regular file (memfd, tmpfs, hugetlbfs) has a size to check
+    // offset + size against. Anything else mmap accepts can fault past its end:
+    // /dev/zero mapped at offset 4096 raises SIGBUS on the region's last page,
+    // which would end the whole process (found by tests/fuzz, target a, seed 1).
+    // QEMU and DPDK only send files, so refuse the rest.
+    if ((st.mode & S_IFMT) !== S_IFREG) {
+      throw new MemoryTableError(
+        `Cannot map region ${i}: fd is not a regular file (mode 0o${st.mode.toString(8)})`,
+      );
+    }
+    if (r.mmapOffset + r.size > st.size) {
       throw new MemoryTableError(
         `Cannot map region ${i}: offset ${r.mmapOffset} + size ${r.size} beyond the file's ${st.size} bytes`,
       );

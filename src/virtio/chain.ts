@@ -92,7 +92,10 @@ function copyPiece(
       n--;
     }
     const d32 = dst.words[di], s32 = src.words[si];
-    let dw = d >>> 2, sw = s >>> 2;
+    // d and s are 4-aligned here: divide, not `>>> 2`, which wraps offsets of
+    // 2^32 and more (regions above 4 GiB) and would copy to/from offset mod
+    // 2^32 (CHECKLIST item 28's 32-bit cousin; found by tests/fuzz, target b2, seed 1).
+    let dw = d / 4, sw = s / 4;
     const words = n >>> 2;
     for (let i = 0; i < words; i++) d32[dw++] = s32[sw++];
     d += words << 2;

@@ -108,14 +108,18 @@ export class SplitRing {
     this.size = size;
     this.#mask = size - 1;
     this.#mem = mem;
+    // Offsets are aligned (the device checked), so plain division is exact.
+    // Not `>>>`: in a region of 4 GiB or more an offset ≥ 2^32 would wrap and
+    // the ring would be read and written at offset mod 2^32 (CHECKLIST item
+    // 28's 32-bit cousin; found by tests/fuzz, target b, seed 1).
     this.#desc = mem.u32[desc.region];
-    this.#descWord = desc.offset >>> 2;
+    this.#descWord = desc.offset / 4;
     this.#avail = mem.u16[avail.region];
-    this.#availHalf = avail.offset >>> 1;
+    this.#availHalf = avail.offset / 2;
     this.#used16 = mem.u16[used.region];
     this.#used32 = mem.u32[used.region];
-    this.#usedHalf = used.offset >>> 1;
-    this.#usedWord = used.offset >>> 2;
+    this.#usedHalf = used.offset / 2;
+    this.#usedWord = used.offset / 4;
     this.lastAvail = base & 0xffff;
     this.usedIdx = base & 0xffff;
     this.indirect = indirect;

@@ -167,6 +167,12 @@ export class DriverMemory {
     this.view = new DataView(this.map.buffer);
   }
 
+  /** Moves the bump allocator to `gpa` (e.g. to put rings above 4 GiB). */
+  skipTo(gpa: number): void {
+    if (gpa < this.#next || gpa >= this.size) throw new Error(`Cannot skip to ${gpa}`);
+    this.#next = gpa;
+  }
+
   /** Bump allocation of guest-physical memory. */
   alloc(size: number, align = 16): number {
     const at = Math.ceil(this.#next / align) * align;
@@ -358,6 +364,8 @@ export interface DriverOptions {
     used: number;
     avail: number;
   };
+  /** Where rings and buffers start in guest memory (default 0x1000). */
+  firstGpa?: number;
   /** Hostile use: feature bits to ask for instead of the usual set (ANDed with the offer). */
   features?: bigint;
 }
@@ -377,6 +385,7 @@ export class VirtioNetDriver {
     readonly opts: DriverOptions,
   ) {
     const size = opts.queueSize ?? 256;
+    if (opts.firstGpa !== undefined) mem.skipTo(opts.firstGpa);
     this.rx = new DriverQueue(mem, size);
     this.tx = new DriverQueue(mem, size);
     this.#rxSize = opts.rxBufSize ?? 2048;

@@ -367,6 +367,19 @@ const cases: Case[] = [
   },
   {
     item: 28,
+    name: "rings and buffers more than 4 GiB into a region (offsets past 32 bits)",
+    run: async (s) => {
+      // Sparse 4.2 GiB memfd; everything the guest uses lies beyond 2^32 in it. Offsets
+      // cut to 32 bits (`>>> 2`) would read and write the ring at offset mod 2^32.
+      const g = await attacker(s, { memMiB: 4300, firstGpa: 2 ** 32 + 0x1000 });
+      s.da.send(ethFrame(BAD, A, 1000, 0x2d));
+      const got = await g.receiveAtLeast(1);
+      assertEquals(got.at(-1), ethFrame(BAD, A, 1000, 0x2d), "received above 4 GiB");
+      assertEquals(await s.delta("bad", "queueBroken"), 0);
+    },
+  },
+  {
+    item: 28,
     name: "a ring address beyond 2^53 in SET_VRING_ADDR",
     run: async (s) => {
       const g = await s.guest();
