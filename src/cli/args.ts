@@ -68,6 +68,9 @@ function positive(flag: string, v: unknown, dflt: number): number {
 
 /** Parses argv; throws with a readable message on bad input. */
 export function parseCli(argv: string[]): CliOptions {
+  // `deno task start -- --vhost …` hands the "--" through: it separates the task's
+  // arguments, it is not the end of ours.
+  if (argv[0] === "--") argv = argv.slice(1);
   const a = parseArgs(argv, {
     string: ["vhost", "vhost-client", "tap", "fdb-aging", "stats", "log-level", "log-format"],
     boolean: ["help"],

@@ -35,3 +35,9 @@ Deno.test("CLI rejects bad options with a readable message", () => {
   assertThrows(() => parseCli(["--fdb-aging=-1"]), Error, "--fdb-aging");
   assertThrows(() => parseCli(["--vhost", "a=/x", "--tap", "a"]), Error, "port name a twice");
 });
+
+Deno.test("the '--' that `deno task start -- …` passes through is not the end of options", () => {
+  const o = parseCli(["--", "--vhost", "a=/tmp/a.sock", "--help"]);
+  assertEquals(o.vhost, [{ name: "a", target: "/tmp/a.sock" }]);
+  assertEquals(o.help, true);
+});

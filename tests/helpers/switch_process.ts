@@ -56,6 +56,9 @@ export class SwitchProcess {
   static async #spawn(args: string[], cliMode: boolean): Promise<SwitchProcess> {
     const child = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", ...args],
+      // Deno's update check opens a socketpair and DNS sockets of its own a moment after
+      // start: fd counts of the switch would flicker. An appliance should not phone home.
+      env: { DENO_NO_UPDATE_CHECK: "1" },
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
