@@ -378,8 +378,9 @@ export class Engine {
     if (dst.lens[0] >= hl) {
       const o = dst.offs[0];
       if (hl === NET_HDR_SIZE && (o & 3) === 0) {
-        // o / 4, not o >>> 2: offsets in regions of 4 GiB and more exceed 2^32.
-        const w = dst.words[0], i = o / 4;
+        // Offsets in regions of 4 GiB and more exceed 2^32, where `>>> 2` wraps;
+        // the shift stays for the usual case (a division costs per frame, chain.ts).
+        const w = dst.words[0], i = o < 0x1_0000_0000 ? o >>> 2 : o / 4;
         w[i] = 0;
         w[i + 1] = 0;
         w[i + 2] = chains << 16; // little-endian: bytes 10-11 hold num_buffers
