@@ -18,7 +18,7 @@ import { mmap } from "../../ffi/memory.ts";
 import { MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from "../../ffi/constants.ts";
 import { type Range, updateWindow } from "../virtio/address_window.ts";
 import { eventfdSignal } from "../../ffi/eventfd.ts";
-import { copySegments, SegList } from "../virtio/chain.ts";
+import { copySegments, SegList, wordIndex } from "../virtio/chain.ts";
 import { type SplitRing, WalkError } from "../virtio/split_ring.ts";
 import type { GuestMemory } from "../virtio/guest_memory.ts";
 import { ETH_HLEN, NET_HDR_SIZE, NUM_BUFFERS_OFFSET } from "../virtio/net_header.ts";
@@ -378,9 +378,7 @@ export class Engine {
     if (dst.lens[0] >= hl) {
       const o = dst.offs[0];
       if (hl === NET_HDR_SIZE && (o & 3) === 0) {
-        // Offsets in regions of 4 GiB and more exceed 2^32, where `>>> 2` wraps;
-        // the shift stays for the usual case (a division costs per frame, chain.ts).
-        const w = dst.words[0], i = o < 0x1_0000_0000 ? o >>> 2 : o / 4;
+        const w = dst.words[0], i = wordIndex(o);
         w[i] = 0;
         w[i + 1] = 0;
         w[i + 2] = chains << 16; // little-endian: bytes 10-11 hold num_buffers

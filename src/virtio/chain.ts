@@ -9,8 +9,20 @@
 import { win } from "./address_window.ts";
 
 const EMPTY8 = new Uint8Array(0);
-const TWO32 = 0x1_0000_0000;
 const EMPTY32 = new Uint32Array(0);
+const TWO32 = 0x1_0000_0000;
+
+/**
+ * The 32-bit word index of a 4-aligned byte offset in a segment's view.
+ * `>>> 2` alone wraps offsets of 2^32 and more (regions above 4 GiB) to
+ * offset mod 2^32 (CHECKLIST item 28's 32-bit cousin; found by tests/fuzz,
+ * target b2, seed 1); a plain division costs ~25 ns per 64-byte copy
+ * (bench/forward_bench.ts "copy 64 B": 63 → 87 ns), so the shift stays for
+ * the usual offsets below 2^32. Small enough for V8 to inline.
+ */
+export function wordIndex(offset: number): number {
+  return offset < TWO32 ? offset >>> 2 : offset / 4;
+}
 
 /** A reusable list of (view, offset, length, address) segments. */
 export class SegList {
@@ -93,12 +105,7 @@ function copyPiece(
       n--;
     }
     const d32 = dst.words[di], s32 = src.words[si];
-    // d and s are 4-aligned here. `>>> 2` alone wraps offsets of 2^32 and more
-    // (regions above 4 GiB) and would copy to/from offset mod 2^32 (CHECKLIST
-    // item 28's 32-bit cousin; found by tests/fuzz, target b2, seed 1); a plain
-    // division costs ~25 ns per 64-byte copy (bench/forward_bench.ts "copy 64 B":
-    // 63 → 87 ns), so the shift stays for the usual offsets below 2^32.
-    let dw = d < TWO32 ? d >>> 2 : d / 4, sw = s < TWO32 ? s >>> 2 : s / 4;
+    let dw = wordIndex(d), sw = wordIndex(s); // both 4-aligned here
     const words = n >>> 2;
     for (let i = 0; i < words; i++) d32[dw++] = s32[sw++];
     d += words << 2;
