@@ -22,13 +22,14 @@
  * the switch's maps belongs to it when it maps that memfd inode.
  */
 import { assert, assertEquals, assertGreaterOrEqual } from "@std/assert";
-import { buildGuestImage, type GuestImage } from "../../src/guest/image.ts";
-import { type GuestOptions, guestsUnavailable, QemuGuest } from "../../src/guest/qemu.ts";
+import type { GuestImage } from "../../src/guest/image.ts";
+import { guestImage as image, testGuest } from "../helpers/guests.ts";
+import { type GuestOptions, guestsUnavailable, type QemuGuest } from "../../src/guest/qemu.ts";
 import { requireOrSkip, sh } from "../helpers/env.ts";
 import { SwitchProcess } from "../helpers/switch_process.ts";
+import { fdTargets, mapsInode, mapsLines } from "../helpers/procfs.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
-const WORK = new URL("../../.work", import.meta.url).pathname;
 /** Small guests: three of them run at once under TCG on two cores. */
 const MEM_MIB = 128;
 
@@ -61,18 +62,17 @@ interface FdInfo {
 
 function fdsOf(pid: number): FdInfo[] {
   const out: FdInfo[] = [];
-  for (const e of Deno.readDirSync(`/proc/${pid}/fd`)) {
-    let target = "", info = "";
+  for (const [fd, target] of fdTargets(pid)) {
+    let info = "";
     try {
-      target = Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`);
-      info = Deno.readTextFileSync(`/proc/${pid}/fdinfo/${e.name}`);
+      info = Deno.readTextFileSync(`/proc/${pid}/fdinfo/${fd}`);
     } catch {
       continue; // closed while we looked
     }
     const id = info.match(/^eventfd-id:\s*(\d+)/m);
     const sock = target.match(/^socket:\[(\d+)\]$/);
     out.push({
-      fd: Number(e.name),
+      fd: Number(fd),
       target,
       ino: Number(info.match(/^ino:\s*(\d+)/m)?.[1] ?? -1),
       eventfdId: id ? Number(id[1]) : undefined,
@@ -141,23 +141,18 @@ function describeHeld(fds: FdInfo[]): string {
 
 /** Lines of the switch's maps that map guest RAM (every QEMU memfd). */
 function memfdMaps(pid: number): string[] {
-  return Deno.readTextFileSync(`/proc/${pid}/maps`).split("\n").filter((l) =>
-    l.includes("/memfd:memory-backend-memfd")
-  );
+  return mapsLines(pid, (l) => l.includes("/memfd:memory-backend-memfd"));
 }
 
 /** Those of them that map one guest's memfd (field 5 is the inode). */
 function mapsFor(pid: number, g: GuestObjects): string[] {
-  return memfdMaps(pid).filter((l) => g.memfdInodes.has(Number(l.split(/\s+/)[4])));
+  return memfdMaps(pid).filter((l) => g.memfdInodes.has(mapsInode(l)));
 }
 
 // ---------------------------------------------------------------------------
 // Guests
 
-async function image(): Promise<GuestImage> {
-  return await buildGuestImage(`${WORK}/guest`);
-}
-
+/** Guest `n` with MEM_MIB of memory. */
 function guest(
   name: string,
   dir: string,
@@ -165,16 +160,7 @@ function guest(
   img: GuestImage,
   extra: Partial<GuestOptions> = {},
 ): QemuGuest {
-  return new QemuGuest({
-    name,
-    socketPath: `${dir}/${name}.sock`,
-    mac: `52:54:00:00:00:0${n}`,
-    ip: `10.0.0.${n}/24`,
-    image: img,
-    memMiB: MEM_MIB,
-    logFile: `${dir}/${name}.log`,
-    ...extra,
-  });
+  return testGuest(name, dir, n, img, { memMiB: MEM_MIB, ...extra });
 }
 
 /** Replies received by a busybox ping ("N packets transmitted, M packets received"). */

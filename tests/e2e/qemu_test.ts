@@ -5,17 +5,12 @@
  */
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { Switch } from "../../mod.ts";
-import { buildGuestImage, type GuestImage } from "../../src/guest/image.ts";
-import { guestsUnavailable, QemuGuest } from "../../src/guest/qemu.ts";
+import { guestsUnavailable } from "../../src/guest/qemu.ts";
+import { guestImage as image, testGuest as guest } from "../helpers/guests.ts";
 import { requireOrSkip, sh, uniqueSuffix } from "../helpers/env.ts";
 import { NetNs } from "../helpers/netns.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
-const WORK = new URL("../../.work", import.meta.url).pathname;
-
-async function image(): Promise<GuestImage> {
-  return await buildGuestImage(`${WORK}/guest`);
-}
 
 /** The switch's TAP, moved into a fresh namespace and addressed there. */
 function tapName(id: string): string {
@@ -30,18 +25,6 @@ async function hostSide(sw: Switch, id: string, ip: string): Promise<NetNs> {
   await ns.exec("ip", "addr", "add", ip, "dev", ifname);
   await ns.exec("ip", "link", "set", ifname, "up");
   return ns;
-}
-
-function guest(name: string, dir: string, n: number, img: GuestImage, extra = {}): QemuGuest {
-  return new QemuGuest({
-    name,
-    socketPath: `${dir}/${name}.sock`,
-    mac: `52:54:00:00:00:0${n}`,
-    ip: `10.0.0.${n}/24`,
-    image: img,
-    logFile: `${dir}/${name}.log`,
-    ...extra,
-  });
 }
 
 Deno.test({

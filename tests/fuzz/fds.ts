@@ -12,6 +12,7 @@ import { addSeals, fcntl, ftruncate, memfdCreate } from "../../ffi/memory.ts";
 import { eventfdCreate } from "../../ffi/eventfd.ts";
 import { F_SEAL_SHRINK, O_CLOEXEC, O_RDWR } from "../../ffi/constants.ts";
 import { GiB, KiB, MiB } from "./common.ts";
+import { fdTargets, mapsLines } from "../helpers/procfs.ts";
 
 // ---------------------------------------------------------------------------
 // Process accounting (shared by a and a2)
@@ -25,23 +26,7 @@ export function isOpen(fd: number): boolean {
   return libc.fcntl(fd, F_GETFD, 0) >= 0;
 }
 
-/** Open fds of this process (/proc/self/fd; the directory's own fd included). */
-export function fdCount(): number {
-  let n = 0;
-  for (const _ of Deno.readDirSync("/proc/self/fd")) n++;
-  return n;
-}
-
-/** fd → target, for a readable leak report. */
-function fdTable(): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const e of Deno.readDirSync("/proc/self/fd")) {
-    try {
-      out.set(e.name, Deno.readLinkSync(`/proc/self/fd/${e.name}`));
-    } catch { /* the directory's own fd */ }
-  }
-  return out;
-}
+export { fdCount } from "../helpers/procfs.ts";
 
 /**
  * The fds that can be the fuzzer's or the switch's: memfds named vsfuzz-*,
@@ -53,7 +38,7 @@ function fdTable(): Map<string, string> {
  */
 export function ourFds(sockets: readonly string[] = []): Map<string, string> {
   const out = new Map<string, string>();
-  for (const [fd, target] of fdTable()) {
+  for (const [fd, target] of fdTargets("self")) {
     if (
       target.includes("vsfuzz") || target.startsWith("/dev/zero") ||
       target === "anon_inode:[eventfd]" || sockets.includes(target)
@@ -81,7 +66,7 @@ export function fdDiff(before: Map<string, string>, after: Map<string, string>):
  * exact invariant is on these lines; the total is reported alongside.
  */
 export function ourMappings(): { ours: number; total: number } {
-  const lines = Deno.readTextFileSync("/proc/self/maps").split("\n");
+  const lines = mapsLines("self");
   let ours = 0;
   for (const l of lines) if (l.includes("vsfuzz") || l.includes("/dev/zero")) ours++;
   return { ours, total: lines.length };

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { fdCount } from "./procfs.ts";
+
 /** True when running as root. */
 export function isRoot(): boolean {
   return Deno.uid() === 0;
@@ -54,9 +56,7 @@ export async function sh(cmd: string, ...args: string[]): Promise<string> {
 
 /** Number of open fds of this process. */
 export function openFdCount(): number {
-  let n = 0;
-  for (const _ of Deno.readDirSync("/proc/self/fd")) n++;
-  return n;
+  return fdCount("self");
 }
 
 /** A short unique suffix for names (namespaces, TAPs, sockets). */

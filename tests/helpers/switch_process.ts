@@ -10,6 +10,7 @@
  */
 
 import type { PortStats } from "../../mod.ts";
+import { fdTargets, mapsInode, mapsLines } from "./procfs.ts";
 
 /** One LogTape JSON-lines record. */
 export interface LogRecord {
@@ -135,26 +136,18 @@ export class SwitchProcess {
    */
   fdCount(): number {
     let n = 0;
-    for (const e of Deno.readDirSync(`/proc/${this.pid}/fd`)) {
-      try {
-        if (!Deno.readLinkSync(`/proc/${this.pid}/fd/${e.name}`).startsWith("pipe:")) n++;
-      } catch { /* closed while we looked */ }
-    }
+    for (const target of fdTargets(this.pid).values()) if (!target.startsWith("pipe:")) n++;
     return n;
   }
 
   /** Lines of /proc/<pid>/maps that map a file whose name contains `needle`. */
   maps(needle: string): string[] {
-    return Deno.readTextFileSync(`/proc/${this.pid}/maps`).split("\n").filter((l) =>
-      l.includes(needle)
-    );
+    return mapsLines(this.pid, (l) => l.includes(needle));
   }
 
   /** Lines of /proc/<pid>/maps that map the file with inode `ino` (e.g. one memfd). */
   mapsOf(ino: number): string[] {
-    return Deno.readTextFileSync(`/proc/${this.pid}/maps`).split("\n").filter((l) =>
-      Number(l.split(/\s+/)[4]) === ino
-    );
+    return mapsLines(this.pid, (l) => mapsInode(l) === ino);
   }
 
   /**

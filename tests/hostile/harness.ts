@@ -97,6 +97,35 @@ class Pump {
   }
 }
 
+/** One hostile case: the CHECKLIST item it covers and what it does and asserts. */
+export interface Case {
+  item: number;
+  name: string;
+  run: (s: Stage) => Promise<void>;
+}
+
+/**
+ * Registers a test that runs `cases` in order on one stage, each as a step
+ * under `Stage.runCase`.
+ */
+export function hostileTest(name: string, cases: readonly Case[]): void {
+  Deno.test({
+    name,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    async fn(t) {
+      const stage = await Stage.create();
+      try {
+        for (const c of cases) {
+          await t.step(`item ${c.item}: ${c.name}`, () => stage.runCase(c.run));
+        }
+      } finally {
+        await stage.close();
+      }
+    },
+  });
+}
+
 /** What a case gets to work with. */
 export class Stage {
   readonly #raws: RawFrontend[] = [];

@@ -9,18 +9,10 @@
 import { assert, assertEquals } from "@std/assert";
 import { ethFrame, VirtioNetDriver } from "../helpers/frontend.ts";
 import { A, BAD, sleep, Stage } from "./harness.ts";
+import { mapsLines, rssKiB } from "../helpers/procfs.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const DRIVER = new URL("../helpers/driver_child.ts", import.meta.url).pathname;
-
-function rssKiB(pid: number): number {
-  const m = Deno.readTextFileSync(`/proc/${pid}/status`).match(/VmRSS:\s+(\d+) kB/);
-  return Number(m![1]);
-}
-
-function mapsLines(pid: number): number {
-  return Deno.readTextFileSync(`/proc/${pid}/maps`).trim().split("\n").length;
-}
 
 Deno.test({
   name: "frontends killed, back again, and a thousand cycles (CHECKLIST 29, 30, 32)",
@@ -84,7 +76,7 @@ Deno.test({
               if (i === 250) {
                 // After a warm-up (JIT, heap sizing), the figures that must stay flat.
                 const heap = (await s.sp.memory()).heapUsed >> 10;
-                base = { fds: s.sp.fdCount(), maps: mapsLines(pid), rss: rssKiB(pid), heap };
+                base = { fds: s.sp.fdCount(), maps: mapsLines(pid).length, rss: rssKiB(pid), heap };
               }
               const g = await VirtioNetDriver.start(`${s.dir}/bad.sock`, { queueSize: 64 });
               g.fillRx(4);
@@ -97,7 +89,12 @@ Deno.test({
             // A transient fd (the runtime's own) can come and go: let it settle.
             for (let k = 0; k < 100 && s.sp.fdCount() !== base.fds; k++) await sleep(10);
             const heap = (await s.sp.memory()).heapUsed >> 10;
-            const end = { fds: s.sp.fdCount(), maps: mapsLines(pid), rss: rssKiB(pid), heap };
+            const end = {
+              fds: s.sp.fdCount(),
+              maps: mapsLines(pid).length,
+              rss: rssKiB(pid),
+              heap,
+            };
             const secs = (Date.now() - t0) / 1000;
             console.log(
               `  ${cycles} cycles in ${secs.toFixed(1)} s; after 250 → after ${cycles}: ` +

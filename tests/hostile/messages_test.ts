@@ -11,9 +11,7 @@ import { ftruncate, memfdCreate } from "../../ffi/memory.ts";
 import { eventfdCreate, eventfdRead } from "../../ffi/eventfd.ts";
 import { closeAll } from "../../ffi/io.ts";
 import { ethFrame, F, PF, type RawFrontend, Req, u64, vringState } from "../helpers/frontend.ts";
-import { A, BAD, sleep, Stage } from "./harness.ts";
-
-const opts = { sanitizeOps: false, sanitizeResources: false };
+import { A, BAD, type Case, hostileTest, sleep } from "./harness.ts";
 
 /** A message with a hand-made header: any request, flags and declared size. */
 function rawMsg(request: number, flags: number, size: number, payload: Uint8Array): Uint8Array {
@@ -74,12 +72,6 @@ async function acked(c: RawFrontend, code: number, payload: Uint8Array): Promise
 const MiB = 1n << 20n;
 const UVA = 0x7f00_0000_0000n;
 const ONE: Region = [0n, MiB, UVA, 0n];
-
-interface Case {
-  item: number;
-  name: string;
-  run: (s: Stage) => Promise<void>;
-}
 
 const cases: Case[] = [
   {
@@ -464,17 +456,7 @@ const cases: Case[] = [
   },
 ];
 
-Deno.test({
-  name: "hostile vhost-user messages (CHECKLIST 1-14): the attacker's port only",
-  ...opts,
-  async fn(t) {
-    const stage = await Stage.create();
-    try {
-      for (const c of cases) {
-        await t.step(`item ${c.item}: ${c.name}`, () => stage.runCase(c.run));
-      }
-    } finally {
-      await stage.close();
-    }
-  },
-});
+hostileTest(
+  "hostile vhost-user messages (CHECKLIST 1-14): the attacker's port only",
+  cases,
+);
