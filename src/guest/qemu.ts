@@ -1,11 +1,18 @@
 /**
  * A real QEMU guest whose NIC is a vhost-user virtio-net device, driven
- * over its serial console. Used by the demo and the end-to-end tests.
+ * over its serial console. Used by the demo, the end-to-end tests and the
+ * benchmarks.
  *
  * Flags that work on the testbed (../shared/TESTBED.md): TCG, guest RAM in
  * a shared memfd (`share=on`, so the switch can map it), and `vectors=0`
  * on the device (QEMU 7.2 under TCG crashes in msix_set_vector_notifiers
  * otherwise).
+ *
+ * Two variations for offload tests and the TCP benchmark: extra
+ * virtio-net-pci properties (`deviceProps`, e.g. {@link NO_OFFLOADS}), and
+ * a TAP netdev instead of vhost-user (`tap`): QEMU's own virtio-net
+ * backend, the Linux-bridge reference that a user has without any
+ * userspace switch.
  *
  * @module
  */
@@ -13,12 +20,52 @@
 import type { GuestImage } from "./image.ts";
 import { FAILED_MARKER, READY_MARKER } from "./image.ts";
 
+/**
+ * virtio-net-pci properties that switch every checksum, segmentation and
+ * ECN offload off (the guest then checksums and segments everything
+ * itself, and accepts only plain frames): the "no offloads" side of mixed
+ * tests. QEMU 7.2 property names (TESTBED.md).
+ */
+export const NO_OFFLOADS: readonly string[] = [
+  "csum=off",
+  "guest_csum=off",
+  "host_tso4=off",
+  "host_tso6=off",
+  "guest_tso4=off",
+  "guest_tso6=off",
+  "host_ecn=off",
+  "guest_ecn=off",
+];
+
+/**
+ * virtio-net-pci properties without VIRTIO_NET_F_MRG_RXBUF: Linux then
+ * posts one "big" chain of pages per receive buffer when GUEST_TSO is on
+ * (or 1.5 KiB buffers without it), so a 64 KiB frame must fit one chain.
+ */
+export const NO_MRG_RXBUF: readonly string[] = ["mrg_rxbuf=off"];
+
 /** How to start a guest. */
 export interface GuestOptions {
   /** Name for logs. */
   name: string;
-  /** vhost-user socket path. */
-  socketPath: string;
+  /**
+   * vhost-user socket path (the default NIC backend). Ignored when `tap` is
+   * given.
+   */
+  socketPath?: string;
+  /**
+   * Use QEMU's own virtio-net over this host TAP instead of vhost-user
+   * (`-netdev tap,ifname=…,script=no,downscript=no,vhost=off`; there is no
+   * /dev/vhost-net on the testbed). Guest RAM is then not shared. The TAP
+   * should exist already (`ip tuntap add … mode tap`); QEMU sets its
+   * offloads from what the guest negotiated, and the caller brings it up.
+   */
+  tap?: string;
+  /**
+   * Extra `-device virtio-net-pci` properties, e.g. {@link NO_OFFLOADS} or
+   * {@link NO_MRG_RXBUF}. Default none: QEMU offers every offload.
+   */
+  deviceProps?: readonly string[];
   /** Guest MAC, e.g. 52:54:00:00:00:01. */
   mac: string;
   /** eth0 address with prefix, e.g. 10.0.0.1/24. */
@@ -72,9 +119,8 @@ export class QemuGuest {
   args(): string[] {
     const o = this.options;
     const mem = o.memMiB ?? 256;
-    let chardev = `socket,id=c0,path=${o.socketPath}`;
-    if (o.server) chardev += ",server=on,wait=off";
-    else if (o.reconnect) chardev += `,reconnect=${o.reconnect}`;
+    const device = ["virtio-net-pci", "netdev=n0", `mac=${o.mac}`, "vectors=0"];
+    if (o.deviceProps) device.push(...o.deviceProps);
     return [
       "-accel",
       "tcg",
@@ -82,10 +128,7 @@ export class QemuGuest {
       `${mem}`,
       "-smp",
       "1",
-      "-object",
-      `memory-backend-memfd,id=mem,size=${mem}M,share=on`,
-      "-machine",
-      "pc,memory-backend=mem",
+      ...this.#backendArgs(mem),
       "-nodefaults",
       "-display",
       "none",
@@ -98,12 +141,38 @@ export class QemuGuest {
       o.image.initrd,
       "-append",
       `console=ttyS0 quiet panic=-1 vs.ip=${o.ip}`,
+      "-device",
+      device.join(","),
+    ];
+  }
+
+  /** Memory and netdev arguments: shared memory + vhost-user, or a TAP. */
+  #backendArgs(mem: number): string[] {
+    const o = this.options;
+    if (o.tap !== undefined) {
+      // vectors=0 stays on the device: the MSI-X crash is QEMU's under TCG, not vhost-user's.
+      return [
+        "-machine",
+        "pc",
+        "-netdev",
+        `tap,id=n0,ifname=${o.tap},script=no,downscript=no,vhost=off`,
+      ];
+    }
+    if (o.socketPath === undefined) {
+      throw new Error(`Cannot start guest ${o.name}: give socketPath (vhost-user) or tap`);
+    }
+    let chardev = `socket,id=c0,path=${o.socketPath}`;
+    if (o.server) chardev += ",server=on,wait=off";
+    else if (o.reconnect) chardev += `,reconnect=${o.reconnect}`;
+    return [
+      "-object",
+      `memory-backend-memfd,id=mem,size=${mem}M,share=on`,
+      "-machine",
+      "pc,memory-backend=mem",
       "-chardev",
       chardev,
       "-netdev",
       "vhost-user,id=n0,chardev=c0",
-      "-device",
-      `virtio-net-pci,netdev=n0,mac=${o.mac},vectors=0`,
     ];
   }
 

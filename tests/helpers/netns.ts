@@ -37,6 +37,13 @@ export class NetNs {
     return child;
   }
 
+  /** Moves host interface `ifname` (e.g. the switch's TAP) into the namespace, addressed `cidr` and up. */
+  async adopt(ifname: string, cidr: string): Promise<void> {
+    await sh("ip", "link", "set", ifname, "netns", this.name);
+    await this.exec("ip", "addr", "add", cidr, "dev", ifname);
+    await this.exec("ip", "link", "set", ifname, "up");
+  }
+
   /** Reads a counter of an interface in the namespace (statistics/NAME). */
   async counter(ifname: string, stat: string): Promise<number> {
     return Number((await this.exec("cat", `/sys/class/net/${ifname}/statistics/${stat}`)).trim());
