@@ -13,7 +13,7 @@ import { DEMO_PACKAGES, installPackages, say, setupHugepages } from "../src/cli/
 const TEST_PACKAGES = [
   ...DEMO_PACKAGES,
   "tcpdump", // debugging captures
-  "tshark", // the offload test verifies checksums in host-side captures
+  "tshark", // checksum verifier: host-side captures (e2e offload test), tests/net/segment_test.ts
   "dpdk",
   "dpdk-dev", // dpdk-testpmd (Debian ships it here, not in dpdk): generator and reference backend
   "gcc", // the struct layout test compiles a probe against the C headers
