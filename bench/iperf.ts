@@ -1,0 +1,315 @@
+/**
+ * `deno task bench:iperf` (as root): TCP between real guests (issue 10), in
+ * one run, through vswitch, the Linux bridge (the anchor: what a user has
+ * without any userspace switch) and DPDK testpmd with `tso=1`:
+ * - guest ↔ guest and guest ↔ host (the host stack in a namespace);
+ * - a guest with every offload off ↔ a guest with offloads on, and a guest
+ *   without MRG_RXBUF ↔ a guest with offloads on (vswitch and bridge).
+ *
+ * Each direction runs RUNS times for SECONDS (`iperf3 -t`, the client in
+ * guest A, `-R` for B → A) after a discarded 1 s warm-up, in two TCG
+ * guests of 256 MiB (the busybox image with iperf3). The rigs are in
+ * bench/iperf_rigs.ts. Results: a Markdown table on stdout and
+ * bench/results/iperf-<time>.json + iperf-latest.json, with vswitch's
+ * counters after its runs (whatever its `--stats` table shows).
+ *
+ * `deno task bench:iperf [vswitch|bridge|dpdk …] [--seconds 5] [--runs 2]`
+ *
+ * @module
+ */
+
+import { parseArgs } from "@std/cli/parse-args";
+import { DEMO_PACKAGES, installPackages, say, setupHugepages } from "../src/cli/install.ts";
+import { buildGuestImage, type GuestImage } from "../src/guest/image.ts";
+import { uniqueSuffix } from "../tests/helpers/env.ts";
+import { iperfFromGuest, pingUntilUp } from "../tests/helpers/iperf.ts";
+import {
+  bridgeRig,
+  Cleanup,
+  dpdkRig,
+  type GuestKind,
+  GUESTS,
+  HOST_IP,
+  type Rig,
+  vswitchRig,
+} from "./iperf_rigs.ts";
+
+const SYSTEMS = ["vswitch", "bridge", "dpdk"] as const;
+type System = typeof SYSTEMS[number];
+
+/** One pair of endpoints, measured both ways. */
+interface PathDef {
+  key: string;
+  /** "A ↔ B" for the table. */
+  title: string;
+  /** Guest A (runs the iperf3 client), per system. */
+  client: (s: System) => GuestKind;
+  /** B: a guest (its iperf3 server) or the host. */
+  server: GuestKind | "host";
+  systems: readonly System[];
+}
+
+const PATHS: PathDef[] = [
+  {
+    key: "guest-guest",
+    title: "guest ↔ guest",
+    client: () => "tso1",
+    server: "tso2",
+    systems: SYSTEMS,
+  },
+  {
+    key: "guest-host",
+    title: "guest ↔ host",
+    client: (s) => (s === "dpdk" ? "tsoHost" : "tso1"),
+    server: "host",
+    systems: SYSTEMS,
+  },
+  {
+    key: "mixed",
+    title: "no-offload guest ↔ TSO guest",
+    client: () => "plain",
+    server: "tso1",
+    systems: ["vswitch", "bridge"],
+  },
+  {
+    key: "mrg-off",
+    title: "mrg_rxbuf=off guest ↔ TSO guest",
+    client: () => "bigRx",
+    server: "tso1",
+    systems: ["vswitch", "bridge"],
+  },
+];
+
+/** The guests each system boots. */
+const KINDS: Record<System, GuestKind[]> = {
+  vswitch: ["tso1", "tso2", "plain", "bigRx"],
+  bridge: ["tso1", "tso2", "plain", "bigRx"],
+  // testpmd pairs ports 0<->1 and 2<->3: tsoHost (port 2) with the TAP (port 3).
+  dpdk: ["tso1", "tso2", "tsoHost"],
+};
+
+/** One path through one system. */
+interface Row {
+  path: string;
+  title: string;
+  system: System;
+  /** Gbit/s of each run, A → B (null: the run failed). */
+  forward: (number | null)[];
+  /** Gbit/s of each run, B → A. */
+  reverse: (number | null)[];
+  /** Why this cell has no figures. */
+  na?: string;
+  errors: string[];
+}
+
+const args = parseArgs(Deno.args, { string: ["seconds", "runs"] });
+const SECONDS = Number(args.seconds ?? 5);
+const RUNS = Number(args.runs ?? 2);
+const chosen = (args._ as string[]).filter((a) => (SYSTEMS as readonly string[]).includes(a));
+const systems: System[] = chosen.length ? chosen as System[] : [...SYSTEMS];
+const root = new URL("..", import.meta.url).pathname;
+
+function ipOf(kind: GuestKind | "host"): string {
+  return kind === "host" ? HOST_IP : `10.0.0.${GUESTS[kind].n}`;
+}
+
+function mean(xs: (number | null)[]): number | undefined {
+  const ok = xs.filter((x): x is number => x !== null);
+  return ok.length ? ok.reduce((a, b) => a + b, 0) / ok.length : undefined;
+}
+
+/** Measures `path` on a set-up rig. */
+async function measure(rig: Rig, system: System, path: PathDef): Promise<Row> {
+  const row: Row = {
+    path: path.key,
+    title: path.title,
+    system,
+    forward: [],
+    reverse: [],
+    errors: [],
+  };
+  const client = rig.guests[path.client(system)];
+  if (!client) return { ...row, na: `no guest ${path.client(system)}` };
+  const server = ipOf(path.server);
+  await pingUntilUp(client, server);
+  // TCG translates the guests' TCP paths on first use: the first second is slower.
+  await iperfFromGuest(client, { server, seconds: 1 }).catch(() => {});
+  for (let i = 0; i < RUNS; i++) {
+    for (const reverse of [false, true]) {
+      const into = reverse ? row.reverse : row.forward;
+      try {
+        const r = await iperfFromGuest(client, { server, seconds: SECONDS, reverse });
+        into.push(Number((r.bitsPerSecond / 1e9).toFixed(3)));
+      } catch (e) {
+        into.push(null);
+        row.errors.push((e as Error).message.split("\n").slice(0, 6).join(" | "));
+      }
+      say("bench", `  ${system} ${path.title} ${reverse ? "B→A" : "A→B"}: ${into.at(-1)} Gbit/s`);
+    }
+  }
+  return row;
+}
+
+const RIGS = { vswitch: vswitchRig, bridge: bridgeRig, dpdk: dpdkRig };
+
+/** Sets up `system`, measures its paths, tears it down (whatever happened). */
+async function runSystem(
+  system: System,
+  img: GuestImage,
+  dir: string,
+  cleanup: Cleanup,
+  report: { rows: Row[]; counters: unknown; notes: string[] },
+): Promise<void> {
+  const sub = `${dir}/${system}`;
+  Deno.mkdirSync(sub);
+  const paths = PATHS.filter((p) => p.systems.includes(system));
+  try {
+    say("bench", `${system}: booting ${KINDS[system].length} guests …`);
+    const rig = await RIGS[system](cleanup, sub, img, uniqueSuffix(), KINDS[system]);
+    report.notes.push(...rig.notes);
+    for (const p of paths) {
+      report.rows.push(
+        await measure(rig, system, p).catch((e) => ({
+          path: p.key,
+          title: p.title,
+          system,
+          forward: [],
+          reverse: [],
+          na: (e as Error).message.split("\n")[0],
+          errors: [(e as Error).message.split("\n").slice(0, 8).join(" | ")],
+        })),
+      );
+    }
+    if (system === "vswitch") {
+      // The --stats table prints every 2 s: let one more come after the last run.
+      await new Promise((r) => setTimeout(r, 2500));
+      report.counters = rig.counters();
+    }
+  } catch (e) {
+    const why = (e as Error).message.split("\n")[0];
+    say("bench", `${system} failed: ${why}`);
+    for (const p of paths) {
+      if (!report.rows.some((r) => r.system === system && r.path === p.key)) {
+        report.rows.push({
+          path: p.key,
+          title: p.title,
+          system,
+          forward: [],
+          reverse: [],
+          na: why,
+          errors: [(e as Error).message.slice(0, 2000)],
+        });
+      }
+    }
+  } finally {
+    await cleanup.run();
+  }
+}
+
+function fmtRuns(xs: (number | null)[]): string {
+  return xs.map((x) => (x === null ? "fail" : x.toFixed(2))).join(", ");
+}
+
+function ratio(a: (number | null)[], b: (number | null)[] | undefined): string {
+  const ma = mean(a), mb = b && mean(b);
+  return ma !== undefined && mb ? (ma / mb).toFixed(2) : "–";
+}
+
+/** The Markdown table. */
+function table(rows: Row[]): string {
+  const head = ["path (A ↔ B)", "system", "A → B Gbit/s", "B → A Gbit/s", "÷ bridge (A→B, B→A)"];
+  const body = rows.map((r) => {
+    const ref = rows.find((b) => b.path === r.path && b.system === "bridge");
+    if (r.na) return [r.title, r.system, `n/a: ${r.na}`, "", ""];
+    const rel = r.system === "bridge" || !ref || ref.na
+      ? "–"
+      : `${ratio(r.forward, ref.forward)}, ${ratio(r.reverse, ref.reverse)}`;
+    return [r.title, r.system, fmtRuns(r.forward), fmtRuns(r.reverse), rel];
+  });
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(" | ")} |`;
+  return [line(head), line(widths.map((w) => "-".repeat(w))), ...body.map(line)].join("\n");
+}
+
+/** vswitch's counters as a small table (every column the switch printed). */
+function counterTable(counters: Record<string, Record<string, string>>): string {
+  const cols = [...new Set(Object.values(counters).flatMap((c) => Object.keys(c)))];
+  return [
+    cols.join(" | "),
+    ...Object.values(counters).map((c) => cols.map((k) => c[k] ?? "").join(" | ")),
+  ]
+    .join("\n");
+}
+
+if (Deno.uid() !== 0) {
+  console.error("bench:iperf needs root (TAPs, bridges, namespaces, hugepages).");
+  Deno.exit(2);
+}
+const t0 = performance.now();
+const packages = [...DEMO_PACKAGES, ...(systems.includes("dpdk") ? ["dpdk", "dpdk-dev"] : [])];
+if (!(await installPackages("bench", packages))) Deno.exit(1);
+if (systems.includes("dpdk") && !(await setupHugepages("bench"))) Deno.exit(1);
+const img = await buildGuestImage(`${root}.work/guest`);
+const dir = await Deno.makeTempDir({ prefix: "vswitch-iperf-" });
+const cleanup = new Cleanup();
+// Ctrl-C must not leave guests, namespaces or a testpmd behind.
+const onSignal = async () => {
+  say("bench", "interrupted: cleaning up");
+  await cleanup.run();
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+  Deno.exit(130);
+};
+Deno.addSignalListener("SIGINT", onSignal);
+Deno.addSignalListener("SIGTERM", onSignal);
+
+const report = {
+  date: new Date().toISOString(),
+  machine: "",
+  versions: {} as Record<string, string>,
+  method: `iperf3 -t ${SECONDS} -f m, client in guest A, -R for B -> A, ${RUNS} runs per ` +
+    `direction after a 1 s warm-up; TCG guests, 256 MiB, 1 vCPU; the receiver's rate`,
+  command: `deno task bench:iperf${Deno.args.length ? " " + Deno.args.join(" ") : ""}`,
+  rows: [] as Row[],
+  counters: undefined as unknown,
+  notes: [] as string[],
+  seconds: 0,
+};
+try {
+  for (const s of systems) await runSystem(s, img, dir, cleanup, report);
+} finally {
+  await cleanup.run();
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+}
+
+const first = async (cmd: string, ...a: string[]) => {
+  const o = await new Deno.Command(cmd, { args: a, stdout: "piped", stderr: "piped" }).output()
+    .catch(() => undefined);
+  return o ? new TextDecoder().decode(o.stdout).split("\n")[0].trim() : "";
+};
+const cpu = Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? "";
+report.machine = `${navigator.hardwareConcurrency} cores, ${cpu}, kernel ${Deno.osRelease()}`;
+report.versions = {
+  deno: Deno.version.deno,
+  qemu: await first("qemu-system-x86_64", "--version"),
+  iperf3: await first("iperf3", "--version"),
+  guestKernel: img.kernel,
+};
+report.seconds = Math.round((performance.now() - t0) / 1000);
+
+const out = `${root}bench/results`;
+Deno.mkdirSync(out, { recursive: true });
+const json = JSON.stringify(report, null, 2) + "\n";
+Deno.writeTextFileSync(`${out}/iperf-latest.json`, json);
+Deno.writeTextFileSync(`${out}/iperf-${report.date.replaceAll(":", "-").slice(0, 19)}.json`, json);
+
+console.log(`\n${table(report.rows)}\n`);
+for (const r of report.rows) for (const e of r.errors) console.log(`${r.system} ${r.title}: ${e}`);
+if (report.counters) {
+  console.log(
+    `vswitch counters after its runs (--stats):\n${
+      counterTable(report.counters as Record<string, Record<string, string>>)
+    }\n`,
+  );
+}
+for (const n of report.notes) console.log(`note: ${n}`);
+console.log(`\n${report.machine}; ${report.seconds} s; bench/results/iperf-latest.json`);
