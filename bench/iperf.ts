@@ -246,6 +246,9 @@ if (Deno.uid() !== 0) {
   Deno.exit(2);
 }
 const t0 = performance.now();
+// The machine is shared: the load around the run says how far its figures can be trusted.
+const loadavg = () => Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+const loadBefore = loadavg();
 const packages = [...DEMO_PACKAGES, ...(systems.includes("dpdk") ? ["dpdk", "dpdk-dev"] : [])];
 if (!(await installPackages("bench", packages))) Deno.exit(1);
 if (systems.includes("dpdk") && !(await setupHugepages("bench"))) Deno.exit(1);
@@ -287,7 +290,8 @@ const first = async (cmd: string, ...a: string[]) => {
   return o ? new TextDecoder().decode(o.stdout).split("\n")[0].trim() : "";
 };
 const cpu = Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? "";
-report.machine = `${navigator.hardwareConcurrency} cores, ${cpu}, kernel ${Deno.osRelease()}`;
+report.machine = `${navigator.hardwareConcurrency} cores, ${cpu}, kernel ${Deno.osRelease()}; ` +
+  `load average ${loadBefore} before, ${loadavg()} after`;
 report.versions = {
   deno: Deno.version.deno,
   qemu: await first("qemu-system-x86_64", "--version"),

@@ -265,10 +265,10 @@ export async function dpdkRig(
   const n = names(id, "d");
   const prefix = `vsiperf${id}`;
   const tap = n.tap("t");
-  // tso=1 on the guest ports, except the one paired with the TAP: io-forward hands the TAP
-  // port a GSO frame as DPDK's vhost library dequeued it (flagged as received LRO, not as TSO
-  // to transmit), net_tap then drops it as longer than the MTU, and TCP from that guest stalls
-  // (seen: 0.001 Gbit/s). Without tso the guest segments itself and the path works.
+  // tso=1 on the guest ports, except the one paired with the TAP: with it, TCP from that guest
+  // to the host stalled (seen: 0.001 Gbit/s), most likely because io-forward hands net_tap the
+  // 64 KiB GSO frames without a request to segment them and net_tap drops them as longer than
+  // the MTU. Without tso the guest segments itself and the path works.
   const hostPort = kinds.indexOf("tsoHost");
   const vdevs = kinds.map((k, i) =>
     `--vdev=net_vhost${i},iface=${dir}/${k}.sock${i === hostPort ? "" : ",tso=1"}`
