@@ -25,15 +25,19 @@ import type { SegList } from "../virtio/chain.ts";
 import { wordIndex } from "../virtio/chain.ts";
 
 /** Below this many bytes a run is summed bytewise (no alignment prologue). */
-const WORD_SUM_MIN = 32;
-/** Words summed before the accumulator is folded (stays far below 2^53). */
-const WORD_CHUNK = 1 << 20;
+const WORD_SUM_MIN = 16;
+/**
+ * Words summed per chunk: each of the two 16-bit-half accumulators then
+ * stays below 8192 · 65535 < 2^30, a small integer (Smi) in V8.
+ */
+const WORD_CHUNK = 8192;
 
 /** Folds an unfolded sum (< 2^53) into 16 bits (1..0xffff for a non-zero sum). */
 export function fold16(sum: number): number {
   // `sum & 0xffff` is exact for any integer below 2^53 (ToInt32 keeps the low bits).
-  while (sum > 0xffff) sum = (sum & 0xffff) + Math.floor(sum / 65536);
-  return sum;
+  while (sum > 0xffffffff) sum = (sum & 0xffff) + Math.floor(sum / 65536);
+  sum = (sum & 0xffff) + (sum >>> 16); // ≤ 0x1fffe
+  return (sum & 0xffff) + (sum >>> 16);
 }
 
 /** Swaps the two bytes of a 16-bit value. */
@@ -55,32 +59,52 @@ export function sumBytes(v: Uint8Array, off: number, len: number): number {
 }
 
 /**
- * Folded 16-bit sum of `len` bytes of view `v` from `off`, as if the first
- * byte were a high-order byte. `w` is the 32-bit view of the same memory
- * (`w[j]` holds bytes 4j..4j+3 of `v`, as in SegList), used for the aligned
- * middle of long runs. Assumes a little-endian host (x86, arm64).
+ * Folded 16-bit sum of `len` (< 2^32) bytes of view `v` from `off`, as if
+ * the first byte were a high-order byte. `w` is the 32-bit view of the same
+ * memory (`w[j]` holds bytes 4j..4j+3 of `v`, as in SegList), used for the
+ * aligned middle of runs of WORD_SUM_MIN bytes or more: four words per
+ * iteration, each split into its 16-bit halves summed in two integer
+ * accumulators (≈ 1.4× faster than one float accumulator of whole words,
+ * bench/net_bench.ts). Assumes a little-endian host (x86, arm64).
  */
 export function sumView(v: Uint8Array, w: Uint32Array, off: number, len: number): number {
   if (len < WORD_SUM_MIN) return fold16(sumBytes(v, off, len));
   const head = (4 - (off & 3)) & 3;
-  const headSum = sumBytes(v, off, head);
-  let words = Math.floor((len - head) / 4);
-  const tailOff = off + head + words * 4;
-  const tail = len - head - words * 4;
+  let headSum = 0;
+  if (head === 1) headSum = v[off] << 8;
+  else if (head === 2) headSum = (v[off] << 8) | v[off + 1];
+  else if (head === 3) headSum = ((v[off] << 8) | v[off + 1]) + (v[off + 2] << 8);
+  let words = (len - head) >>> 2;
+  const tail = (len - head) & 3;
+  const tailOff = off + len - tail;
   let j = wordIndex(off + head);
   let body = 0;
   while (words > 0) {
     const n = words < WORD_CHUNK ? words : WORD_CHUNK;
-    let acc = 0;
-    const end = j + n;
-    for (; j < end; j++) acc += w[j];
-    body += fold16(acc);
+    let lo = 0, hi = 0;
+    const end4 = j + (n & ~3), end = j + n;
+    for (; j < end4; j += 4) {
+      const x0 = w[j], x1 = w[j + 1], x2 = w[j + 2], x3 = w[j + 3];
+      lo += (x0 & 0xffff) + (x1 & 0xffff) + (x2 & 0xffff) + (x3 & 0xffff);
+      hi += (x0 >>> 16) + (x1 >>> 16) + (x2 >>> 16) + (x3 >>> 16);
+    }
+    for (; j < end; j++) {
+      const x = w[j];
+      lo += x & 0xffff;
+      hi += x >>> 16;
+    }
+    body += lo + hi; // lo + hi·2^16 ≡ lo + hi (mod 0xffff)
     words -= n;
   }
+  let tailSum = 0;
+  if (tail === 1) tailSum = v[tailOff] << 8;
+  else if (tail === 2) tailSum = (v[tailOff] << 8) | v[tailOff + 1];
+  else if (tail === 3) tailSum = ((v[tailOff] << 8) | v[tailOff + 1]) + (v[tailOff + 2] << 8);
   // `body` is the little-endian sum: swapped once for big-endian, and once
-  // more if the aligned run starts at an odd position (head of 1 or 3 bytes).
+  // more if the aligned run starts at an odd position (head of 1 or 3 bytes);
+  // the tail starts at the same parity as the aligned run.
   let b = fold16(body);
-  let t = fold16(sumBytes(v, tailOff, tail));
+  let t = fold16(tailSum);
   if ((head & 1) === 0) b = swap16(b);
   else t = swap16(t);
   return fold16(headSum + b + t);

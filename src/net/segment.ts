@@ -87,8 +87,10 @@ export function segmentFrameLen(
 }
 
 /**
- * Whether every segment fits an egress MTU (item 38): the largest segment's
- * IP packet, gso_size + L3 + L4 headers, at most `mtu` bytes.
+ * Whether every segment fits an egress MTU (item 38): a full segment's IP
+ * packet, gso_size + L3 + L4 headers, at most `mtu` bytes (as Linux's
+ * skb_gso_validate_network_len; a frame whose payload is below gso_size is
+ * judged by gso_size too).
  */
 export function segmentsFitMtu(h: NetHeader, info: PacketInfo, mtu: number): boolean {
   return h.gsoSize + info.payloadOff - info.l3Off <= mtu;

@@ -2,7 +2,7 @@
  * `deno task fuzz`: runs the fuzz targets of tests/fuzz/targets.ts.
  *
  * ```
- * deno task fuzz [--target a|a2|b|b2|all] [--runs N] [--slow-runs M]
+ * deno task fuzz [--target a|a2|b|b2|c|c2|all] [--runs N] [--slow-runs M]
  *                [--seed S] [--path P] [--hang-seconds H] [--trace]
  * ```
  *
@@ -22,11 +22,11 @@ import { parseArgs } from "@std/cli/parse-args";
 import { failureReport, TARGET_NAMES, type TargetName, TARGETS, tracing } from "./targets.ts";
 
 const USAGE = `Usage: deno task fuzz [options]
-  --target T        a | a2 | b | b2 | all (default all)
+  --target T        a | a2 | b | b2 | c | c2 | all (default all)
   --runs N          runs per target (default: ${
   TARGET_NAMES.map((t) => `${t} ${TARGETS[t].defaultRuns}`).join(", ")
 })
-  --slow-runs M     with --target all and --runs: runs for a2 and b2 (default N/10)
+  --slow-runs M     with --target all and --runs: runs for a2, b2 and c2 (default N/10)
   --seed S          fast-check seed (default: random, printed)
   --path P          fast-check replay path from a failure report
   --hang-seconds H  watchdog: no progress for H s is a failure (default 120; 0: off)
@@ -69,7 +69,7 @@ tracing.on = args.trace;
 
 function runsFor(t: TargetName): number {
   if (runs === undefined) return TARGETS[t].defaultRuns;
-  const slow = t === "a2" || t === "b2";
+  const slow = t === "a2" || t === "b2" || t === "c2";
   if (slow && targets.length > 1) return slowRuns ?? Math.max(1, Math.floor(runs / 10));
   return runs;
 }

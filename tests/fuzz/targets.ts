@@ -15,6 +15,12 @@
  *        guest (items 22–27, 33): a model of the hostile TX ring, the
  *        virtio-net header checks (§5.1.6) and the FDB predicts the counters
  *        and every frame the good guest receives; write sets are diffed.
+ * - `c`  virtio-net header validation (items 23, 34–37) over random headers
+ *        and almost-valid frames: capture reads only the frame, codes are
+ *        known, acceptance equals an independent model's.
+ * - `c2` checksum completion and software segmentation (item 38) of what
+ *        `c` accepts: MTU, reference checksums, rebuilt headers, payload
+ *        concatenation, guard bytes around every destination segment.
  *
  * Every target is a deterministic function of fast-check's seed and path,
  * except `a2`, whose chunks reach the connection with real socket timing
@@ -23,7 +29,7 @@
  *
  * This file is the registry (TARGETS, TARGET_NAMES, failureReport); the
  * targets live in messages.ts (`a`), framing.ts (`a2`), rings.ts (`b`) and
- * engine.ts (`b2`), over common.ts, fds.ts, fake_backend.ts,
+ * engine.ts (`b2`), offload.ts (`c`, `c2`), over common.ts, fds.ts, fake_backend.ts,
  * guest_memory.ts, ring_layout.ts, ring_model.ts and good_guest.ts.
  *
  * @module
@@ -35,6 +41,7 @@ import { runTargetA } from "./messages.ts";
 import { runTargetA2 } from "./framing.ts";
 import { runTargetB } from "./rings.ts";
 import { runTargetB2 } from "./engine.ts";
+import { runTargetC, runTargetC2 } from "./offload.ts";
 
 export { tracing } from "./common.ts";
 
@@ -51,7 +58,7 @@ export interface Target {
 }
 
 /** Target names, in the order `all` runs them. */
-export const TARGET_NAMES = ["a", "a2", "b", "b2"] as const;
+export const TARGET_NAMES = ["a", "a2", "b", "b2", "c", "c2"] as const;
 /** One of TARGET_NAMES. */
 export type TargetName = typeof TARGET_NAMES[number];
 
@@ -102,5 +109,19 @@ export const TARGETS: Record<TargetName, Target> = {
     defaultRuns: 2_000,
     testRuns: 300,
     run: runTargetB2,
+  },
+  c: {
+    name: "c",
+    title: "virtio-net header validation vs a model (random headers, almost-valid frames)",
+    defaultRuns: 20_000,
+    testRuns: 3000,
+    run: runTargetC,
+  },
+  c2: {
+    name: "c2",
+    title: "checksum completion + segmentation (MTU, reference checksums, payload, guards)",
+    defaultRuns: 5_000,
+    testRuns: 600,
+    run: runTargetC2,
   },
 };
