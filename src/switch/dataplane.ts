@@ -9,6 +9,7 @@ import { eventfdCreate, eventfdWrite } from "../../ffi/eventfd.ts";
 import { closeFd } from "../../ffi/io.ts";
 import { logger } from "../log.ts";
 import { createCounterBuffer } from "./counters.ts";
+import { type CaptureBuffers, createCaptureBuffers } from "./capture_ring.ts";
 import { type BrokenEvent, type Command, CONTROL, type Reply } from "./dataplane_api.ts";
 
 const log = logger("dataplane");
@@ -17,6 +18,8 @@ const log = logger("dataplane");
 export class Dataplane {
   /** Per-port counters the worker writes. */
   readonly counters: Float64Array;
+  /** The capture ring the worker writes (capture.ts reads it). */
+  readonly capture: CaptureBuffers = createCaptureBuffers();
   readonly #control: Int32Array;
   readonly #worker: Worker;
   readonly #commandFd: number;
@@ -49,6 +52,7 @@ export class Dataplane {
       control: controlBuffer,
       commandFd: this.#commandFd,
       agingMs,
+      capture: this.capture,
     });
   }
 

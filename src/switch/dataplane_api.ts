@@ -13,6 +13,7 @@
 import type { MappedRegion } from "../vhost_user/memory_table.ts";
 import type { RingPart } from "../virtio/split_ring.ts";
 import type { FdbEntry } from "./fdb.ts";
+import type { CaptureBuffers } from "./capture_ring.ts";
 
 /** What starting a queue needs: everything validated by the control plane. */
 export interface QueueStart {
@@ -42,6 +43,8 @@ export type Command =
     control: SharedArrayBuffer;
     commandFd: number;
     agingMs: number;
+    /** The capture ring (capture_ring.ts). */
+    capture: CaptureBuffers;
   }
   | { op: "addPort"; id: number; kind: number; name: string; maxFrame: number; fd: number }
   | { op: "removePort"; id: number }
@@ -51,6 +54,8 @@ export type Command =
   | { op: "setCall"; id: number; q: number; fd: number }
   | { op: "setMaxFrame"; id: number; maxFrame: number }
   | { op: "fdb" }
+  /** Forgets the MACs learned on port `id` (-1: every port); result: how many. */
+  | { op: "fdbFlush"; id: number }
   | { op: "setAging"; ms: number }
   | { op: "stop" };
 
@@ -61,7 +66,7 @@ export type Envelope = Command & { seq: number };
 export interface Reply {
   seq: number;
   ok: boolean;
-  /** stopQueue: the next avail index; fdb: the entries. */
+  /** stopQueue: the next avail index; fdb: the entries; fdbFlush: entries removed. */
   result?: number | FdbEntry[];
   error?: string;
 }

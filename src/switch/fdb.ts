@@ -143,6 +143,14 @@ export class Fdb {
     return this.#removeWhere((i) => this.#port[i] === port);
   }
 
+  /** Forgets every entry; returns how many. */
+  clear(): number {
+    const n = this.size;
+    this.#port.fill(EMPTY);
+    this.size = 0;
+    return n;
+  }
+
   /** Every entry (control path). */
   entries(now: number): FdbEntry[] {
     const out: FdbEntry[] = [];

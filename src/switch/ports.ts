@@ -41,6 +41,10 @@ export abstract class Port {
 
   /** Whether a frontend is connected (always true for a TAP). */
   abstract get connected(): boolean;
+  /** The MTU frames to this port are bounded by. */
+  mtu = DEFAULT_VHOST_MTU;
+  /** Set by `Switch`: told when a frontend connects or disconnects (with the reason). */
+  events: ((type: "connected" | "disconnected", reason?: string) => void) | null = null;
   /** Releases everything the port holds. */
   abstract close(): Promise<void>;
 }
@@ -137,8 +141,10 @@ export class VhostPort extends Port implements DeviceBackend {
     this.log.info`Frontend connected (connection ${this.connections})`;
     const conn = new Connection(fd, this.device, this.reactor, this.log);
     this.#conn = conn;
-    conn.closed.then(() => {
+    this.events?.("connected");
+    conn.closed.then((reason) => {
       if (this.#conn === conn) this.#conn = null;
+      this.events?.("disconnected", reason);
       if (this.client && !this.#closing) this.#schedule();
     });
   }
@@ -206,6 +212,7 @@ export class VhostPort extends Port implements DeviceBackend {
   /** DeviceBackend: the guest's MTU bounds the frames sent to it. */
   async setMtu(mtu: number): Promise<void> {
     this.log.info`Guest MTU ${mtu}`;
+    this.mtu = mtu;
     await this.dataplane.request({ op: "setMaxFrame", id: this.id, maxFrame: mtu + ETH_OVERHEAD });
   }
 }
@@ -248,6 +255,7 @@ export class TapPort extends Port {
       setOffload(tap.fd, 0); // no CSUM/TSO until the offload issue
       setLinkUp(tap.name);
       const mtu = getMtu(tap.name);
+      this.mtu = mtu;
       await this.dataplane.request({
         op: "addPort",
         id: this.id,

@@ -13,6 +13,7 @@ import { type CounterName, MAX_PORTS, readCounters } from "./counters.ts";
 import type { FdbEntry } from "./fdb.ts";
 export type { FdbEntry };
 import { type Port, TapPort, VhostPort } from "./ports.ts";
+import { CaptureManager } from "./capture.ts";
 
 const log = logger("switch");
 
@@ -42,22 +43,41 @@ export interface FdbRow extends FdbEntry {
   portName: string;
 }
 
+/** Something that happened to a port (the control API streams these). */
+export interface SwitchEvent {
+  /** ISO 8601 time. */
+  time: string;
+  /** "added", "removed", "connected", "disconnected" or "broken". */
+  type: "added" | "removed" | "connected" | "disconnected" | "broken";
+  /** The port's name. */
+  port: string;
+  /** "vhost-server", "vhost-client" or "tap". */
+  portType: string;
+  /** Why (disconnected, broken). */
+  reason?: string;
+}
+
 /** A running switch. */
 export class Switch {
   readonly #ports = new Map<string, Port>();
   readonly #dataplane: Dataplane;
   readonly #reactor = new Reactor();
+  readonly #listeners = new Set<(e: SwitchEvent) => void>();
   #closed = false;
+  /** Packet capture per port (pcapng files). */
+  readonly capture: CaptureManager;
   /** Called if the dataplane worker dies: the switch no longer forwards. */
   onFatal: (err: Error) => void = () => {};
 
   private constructor(dataplane: Dataplane) {
     dataplane.onFatal = (err) => this.onFatal(err);
     this.#dataplane = dataplane;
+    this.capture = new CaptureManager(dataplane.capture);
     dataplane.onBroken = (id, reason) => {
       const port = [...this.#ports.values()].find((p) => p.id === id);
       const name = port?.name ?? `#${id}`;
       log.error`Port ${name} stopped after a fault: ${reason}`;
+      if (port) this.#emit("broken", port, reason);
       // A vhost port's frontend loses its connection; it may reconnect and start clean.
       if (port instanceof VhostPort) {
         port.disconnect(`dataplane fault: ${reason}`).catch((e) =>
@@ -81,6 +101,34 @@ export class Switch {
     throw new Error(`Cannot add port ${name}: ${MAX_PORTS} ports already`);
   }
 
+  /** Calls `listener` for every port event until the returned function is called. */
+  subscribe(listener: (e: SwitchEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #emit(type: SwitchEvent["type"], port: Port, reason?: string): void {
+    const e: SwitchEvent = {
+      time: new Date().toISOString(),
+      type,
+      port: port.name,
+      portType: port.type,
+    };
+    if (reason !== undefined) e.reason = reason;
+    for (const l of this.#listeners) {
+      try {
+        l(e);
+      } catch (err) {
+        log.error`Event listener failed: ${err}`;
+      }
+    }
+  }
+
+  // Port events reach the listeners; "added" once the port is open.
+  #wire(port: Port): void {
+    port.events = (type, reason) => this.#emit(type, port, reason);
+  }
+
   /** Adds a vhost-user port in server mode: creates `path` and waits for a frontend. */
   async addVhostServer(name: string, path: string): Promise<VhostPort> {
     const port = new VhostPort(
@@ -92,6 +140,7 @@ export class Switch {
       this.#reactor,
     );
     this.#ports.set(name, port);
+    this.#wire(port);
     try {
       await port.open();
     } catch (e) {
@@ -99,6 +148,7 @@ export class Switch {
       await port.close().catch(() => {});
       throw new Error(`Cannot add vhost-user port ${name} on ${path}`, { cause: e });
     }
+    this.#emit("added", port);
     return port;
   }
 
@@ -113,7 +163,9 @@ export class Switch {
       this.#reactor,
     );
     this.#ports.set(name, port);
+    this.#wire(port);
     await port.open();
+    this.#emit("added", port);
     return port;
   }
 
@@ -121,12 +173,14 @@ export class Switch {
   async addTap(name: string, ifname = name): Promise<TapPort> {
     const port = new TapPort(this.#nextId(name), name, this.#dataplane, ifname);
     this.#ports.set(name, port);
+    this.#wire(port);
     try {
       await port.open();
     } catch (e) {
       this.#ports.delete(name);
       throw e;
     }
+    this.#emit("added", port);
     return port;
   }
 
@@ -135,7 +189,26 @@ export class Switch {
     const port = this.#ports.get(name);
     if (!port) throw new Error(`Cannot remove port ${name}: no such port`);
     this.#ports.delete(name);
+    this.capture.stop(port.id);
     await port.close();
+    port.events = null;
+    this.#emit("removed", port);
+  }
+
+  /** Every port, in the order they were added. */
+  ports(): Port[] {
+    return [...this.#ports.values()];
+  }
+
+  /** Forgets the MACs learned on port `name`, or every MAC; resolves to how many. */
+  async flushFdb(name?: string): Promise<number> {
+    let id = -1;
+    if (name !== undefined) {
+      const port = this.#ports.get(name);
+      if (!port) throw new Error(`Cannot flush the FDB of port ${name}: no such port`);
+      id = port.id;
+    }
+    return await this.#dataplane.request({ op: "fdbFlush", id }) as number;
   }
 
   /** A port by name. */
@@ -175,6 +248,7 @@ export class Switch {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.capture.close();
     for (const port of [...this.#ports.values()].reverse()) {
       await port.close().catch((e) => log.error`Cannot close port ${port.name}: ${e}`);
     }

@@ -18,6 +18,7 @@ import { SplitRing } from "../virtio/split_ring.ts";
 import { DpPort, Engine, PortKind } from "./engine.ts";
 import { Fdb } from "./fdb.ts";
 import { C, COUNTERS_PER_PORT } from "./counters.ts";
+import { CaptureProducer } from "./capture_ring.ts";
 import {
   type BrokenEvent,
   type Command,
@@ -55,6 +56,8 @@ let engine: Engine;
 let counters: Float64Array;
 let control: Int32Array;
 let commandFd = -1;
+/** The capture ring's producer end (the engine offers frames of ports whose flag is set). */
+let capture: CaptureProducer;
 const epoll = new Epoll(64);
 /** Kick fd per port id (TX queue), for epoll removal. */
 const kickFds = new Map<number, number>();
@@ -85,6 +88,7 @@ function execute(cmd: Command): Reply["result"] {
       commandFd = cmd.commandFd;
       epoll.add(commandFd, EPOLLIN, TOKEN_COMMAND);
       engine = new Engine(counters, new Fdb(8192, cmd.agingMs), onBroken);
+      capture = new CaptureProducer(cmd.capture);
       return;
     case "addPort": {
       const p = new DpPort(cmd.id, cmd.kind, cmd.name, cmd.maxFrame, cmd.fd);
@@ -97,6 +101,7 @@ function execute(cmd: Command): Reply["result"] {
       const p = engine.byId[cmd.id];
       if (p === undefined) return;
       unwatchKick(p.id);
+      Atomics.store(capture.flags, p.id, 0); // the next port with this id starts uncaptured
       if (p.kind === PortKind.TAP) epoll.remove(p.fd);
       p.rx = p.tx = null;
       p.mem = null;
@@ -174,6 +179,8 @@ function execute(cmd: Command): Reply["result"] {
       return;
     case "fdb":
       return engine.fdb.entries(performance.now());
+    case "fdbFlush":
+      return cmd.id < 0 ? engine.fdb.clear() : engine.fdb.removePort(cmd.id);
     case "setAging":
       engine.fdb.agingMs = cmd.ms;
       return;
