@@ -13,7 +13,8 @@ import { DEMO_PACKAGES, installPackages, say, setupHugepages } from "../src/cli/
 const TEST_PACKAGES = [
   ...DEMO_PACKAGES,
   "tcpdump", // debugging captures
-  "tshark", // checksum verifier: host-side captures (e2e offload test), tests/net/segment_test.ts
+  "tshark", // checksum verifier (e2e offload test, tests/net/segment_test.ts); reads back captures
+  "prometheus", // a real scraper for the metrics endpoint (and promtool check metrics)
   "dpdk",
   "dpdk-dev", // dpdk-testpmd (Debian ships it here, not in dpdk): generator and reference backend
   "gcc", // the struct layout test compiles a probe against the C headers

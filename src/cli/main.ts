@@ -1,61 +1,54 @@
 /**
- * `deno task start -- [options]`: runs the switch until SIGINT/SIGTERM.
+ * `vswitch COMMAND …`: one CLI for running and operating the switch
+ * (`deno task compile` builds it into one binary; `deno task vswitch …`
+ * runs it without compiling). Arguments that start with an option and no
+ * command mean `run` (what `deno task start -- [options]` passes).
+ *
+ * A user's mistake (UserError) prints one line saying what to do and
+ * exits 2; any other failure prints one line too and exits 1. Set
+ * VSWITCH_DEBUG=1 for the stack.
  *
  * @module
  */
 
-import { parseCli, USAGE } from "./args.ts";
-import { formatStats } from "./stats_table.ts";
-import { logger, setupLogging } from "../log.ts";
-import { installProcessGuards } from "./guards.ts";
-import { Switch } from "../switch/switch.ts";
+import { run } from "./commands/run.ts";
+import { REMOTE } from "./commands/remote.ts";
+import { MAIN } from "./usage.ts";
+import { UserError } from "../control/errors.ts";
+import { describeError } from "../control/controller.ts";
+import { VERSION } from "../version.ts";
 
-let opts;
+async function main(argv: string[]): Promise<number> {
+  // `deno task … -- args` hands the "--" through: it separates the task's arguments.
+  if (argv[0] === "--") argv = argv.slice(1);
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined) {
+    console.error(MAIN);
+    return 2;
+  }
+  if (cmd === "--help" || cmd === "-h" || cmd === "help") {
+    console.log(MAIN);
+    return 0;
+  }
+  if (cmd === "--version" || cmd === "version") {
+    console.log(`vswitch ${VERSION} (deno ${Deno.version.deno})`);
+    return 0;
+  }
+  if (cmd === "run") return await run(rest);
+  if (cmd.startsWith("-")) return await run(argv);
+  const f = REMOTE[cmd];
+  if (!f) {
+    throw new UserError(
+      `Unknown command ${cmd}: use run, ports, port, fdb, stats, capture, events or reload (vswitch --help)`,
+    );
+  }
+  return await f(rest);
+}
+
 try {
-  opts = parseCli(Deno.args);
+  Deno.exit(await main(Deno.args));
 } catch (e) {
-  console.error(`${(e as Error).message}\n\n${USAGE}`);
-  Deno.exit(2);
+  if (Deno.env.get("VSWITCH_DEBUG")) console.error(e);
+  console.error(`vswitch: ${describeError(e)}`);
+  Deno.exit(e instanceof UserError ? 2 : 1);
 }
-if (opts.help) {
-  console.log(USAGE);
-  Deno.exit(0);
-}
-await setupLogging({ level: opts.logLevel, format: opts.logFormat });
-const log = logger("cli");
-
-// A stray rejection or exception anywhere must not end the process serving every port.
-installProcessGuards(log);
-
-const sw = await Switch.create({ fdbAgingSeconds: opts.fdbAging });
-sw.onFatal = () => Deno.exit(1); // already logged; a switch that cannot forward must not linger
-try {
-  for (const t of opts.tap) await sw.addTap(t);
-  for (const v of opts.vhost) await sw.addVhostServer(v.name, v.target);
-  for (const v of opts.vhostClient) await sw.addVhostClient(v.name, v.target);
-} catch (e) {
-  log.error`${(e as Error).message}: ${(e as Error).cause ?? ""}`;
-  await sw.close();
-  Deno.exit(1);
-}
-
-let timer: ReturnType<typeof setInterval> | undefined;
-if (opts.stats > 0) {
-  timer = setInterval(() => console.log(`\n${formatStats(sw.stats())}`), opts.stats * 1000);
-}
-
-let stopping = false;
-async function stop(signal: string): Promise<void> {
-  if (stopping) return;
-  stopping = true;
-  log.info`${signal}: stopping`;
-  clearInterval(timer);
-  await sw.close();
-  log.info`Stopped`;
-  Deno.exit(0);
-}
-Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
-Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
-
-const names = sw.stats().map((p) => `${p.name} (${p.type} ${p.target})`).join(", ");
-log.info`Ready: ${names || "no ports"}`;
