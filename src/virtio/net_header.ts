@@ -75,12 +75,12 @@ export class NetHeader {
   numBuffers = 0;
 
   /**
-   * Reads the `size`-byte header (10 or 12) at logical position `pos` of
-   * `list`, once: one bounds check and direct loads when it lies in segment
-   * 0, byte by byte across segments otherwise (item 22). Bytes past the
-   * list's end read as 0.
+   * Reads the `size`-byte header (10 or 12, default 12) at logical position
+   * `pos` of `list`, once: one bounds check and direct loads when it lies in
+   * segment 0, byte by byte across segments otherwise (item 22). Bytes past
+   * the list's end read as 0; numBuffers is 0 for a 10-byte header.
    */
-  read(list: SegList, pos: number, size: number): void {
+  read(list: SegList, pos: number, size: number = NET_HDR_SIZE): void {
     if (list.count > 0 && list.lens[0] - pos >= size) {
       const v = list.views[0];
       const o = list.offs[0] + pos;
@@ -105,11 +105,11 @@ export class NetHeader {
   }
 
   /**
-   * Writes these fields as a `size`-byte header (10 or 12) at logical
-   * position `pos` of `list` (little-endian, §5.1.6), across segments if
-   * need be; nothing is written past the list's end.
+   * Writes these fields as a `size`-byte header (10 or 12, default 12) at
+   * logical position `pos` of `list` (little-endian, §5.1.6), across
+   * segments if need be; nothing is written past the list's end.
    */
-  write(list: SegList, pos: number, size: number): void {
+  write(list: SegList, pos: number, size: number = NET_HDR_SIZE): void {
     if (list.count > 0 && list.lens[0] - pos >= size) {
       const v = list.views[0];
       const o = list.offs[0] + pos;
