@@ -185,3 +185,38 @@ export function egressAction(h: NetHeader, info: PacketInfo, egressCaps: number)
     ((h.gsoType & VIRTIO_NET_HDR_GSO_ECN) !== 0 ? OFFLOAD_ECN : 0);
   return (egressCaps & need) === need ? EgressAction.PASS : EgressAction.SEGMENT;
 }
+
+/**
+ * The header to send with a frame that goes out as it came (EgressAction
+ * PASS), rebuilt from validated values only (CHECKLIST items 38, 39): the
+ * guest's flag bits other than NEEDS_CSUM (DATA_VALID, RSC_INFO, unknown
+ * ones) are dropped, a GSO frame gets hdr_len = the real L2–L4 header length
+ * (exact, so also right for GUEST_HDRLEN), a checksum-only frame hdr_len 0
+ * (as Linux's virtio_net_hdr_from_skb). `h` must have passed
+ * `validateOffload` with `info`; `out.numBuffers` is left to the caller.
+ */
+export function passHeader(h: NetHeader, info: PacketInfo, out: NetHeader): void {
+  const needsCsum = (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0;
+  const base = h.gsoType & ~VIRTIO_NET_HDR_GSO_ECN;
+  if (!needsCsum) {
+    out.flags = 0;
+    out.gsoType = VIRTIO_NET_HDR_GSO_NONE;
+    out.hdrLen = 0;
+    out.gsoSize = 0;
+    out.csumStart = 0;
+    out.csumOffset = 0;
+    return;
+  }
+  out.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  out.csumStart = h.csumStart;
+  out.csumOffset = h.csumOffset;
+  if (base === VIRTIO_NET_HDR_GSO_NONE) {
+    out.gsoType = VIRTIO_NET_HDR_GSO_NONE;
+    out.hdrLen = 0;
+    out.gsoSize = 0;
+  } else {
+    out.gsoType = h.gsoType;
+    out.hdrLen = info.payloadOff;
+    out.gsoSize = h.gsoSize;
+  }
+}

@@ -10,7 +10,8 @@
  *        segments are surrounded by poison; `parsePacket` and
  *        `validateOffload` never throw and return known codes; a header is
  *        accepted exactly when an independent model (reading the whole
- *        frame with a DataView) accepts it.
+ *        frame with a DataView) accepts it; the header rebuilt to pass it on
+ *        (`passHeader`, item 39) keeps only NEEDS_CSUM and is accepted again.
  * - `c2` checksum completion and segmentation (item 38) of what `c`
  *        accepts: every segment fits the egress MTU, its IPv4 header and L4
  *        checksums verify with a reference implementation (after completing
@@ -39,6 +40,7 @@ import {
   OFFLOAD_TSO6,
   OFFLOAD_USO4,
   OFFLOAD_USO6,
+  passHeader,
   validateOffload,
 } from "../../src/net/offload.ts";
 import {
@@ -369,6 +371,7 @@ function modelAccepts(f: Uint8Array, h: NetHeader, caps: number): boolean {
 const arena = new Arena(24 << 20);
 const hdr = new Uint8Array(MAX_HEADER_BYTES);
 const info = new PacketInfo();
+const passed = new NetHeader();
 
 /** The source chain: `lead` junk bytes, the frame, 7 junk bytes; cut as the case says. */
 function sourceList(c: FrameCase, frame: Uint8Array): SegList {
@@ -401,6 +404,15 @@ function runValidation(c: FrameCase, b: Built): { src: SegList; code: number } {
         PACKET_ERROR_NAMES[perr]
       }), the model ${model ? "accepts" : "refuses"}`,
     );
+  }
+  if (code === 0) {
+    // Item 39: the header passed on is rebuilt, carries no guest-only bits,
+    // and passes the same checks again.
+    passHeader(b.h, info, passed);
+    if ((passed.flags & ~1) !== 0) fail(`passHeader kept flags ${passed.flags}`);
+    const again = validateOffload(passed, info, f.length, c.caps);
+    if (again !== 0) fail(`passHeader's header is refused: ${OFFLOAD_ERROR_NAMES[again]}`);
+    if (passed.gsoType !== 0 && passed.hdrLen !== info.payloadOff) fail("passHeader hdr_len");
   }
   return { src, code };
 }

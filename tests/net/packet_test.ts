@@ -23,6 +23,7 @@ import {
   OFFLOAD_USO4,
   OFFLOAD_USO6,
   OffloadError,
+  passHeader,
   validateOffload,
 } from "../../src/net/offload.ts";
 import { NetHeader } from "../../src/virtio/net_header.ts";
@@ -353,4 +354,46 @@ Deno.test("NetHeader.read/write: in segment 0 and split across segments", () => 
     h.write(out, 0, 12);
     for (let i = 0; i < 12; i++) assertEquals(out.byteAt(i), bytes[i]);
   }
+});
+
+Deno.test("passHeader: rebuilt from validated values, guest-only bits dropped", () => {
+  const t4 = buildPacket({ payloadLen: 5000 });
+  parse(t4.frame);
+  const out = new NetHeader();
+  out.numBuffers = 7;
+  passHeader(header({ ...gsoHeader(t4, 0x81), flags: 0xff, hdrLen: 300 }), info, out);
+  assertEquals(
+    [
+      out.flags,
+      out.gsoType,
+      out.hdrLen,
+      out.gsoSize,
+      out.csumStart,
+      out.csumOffset,
+      out.numBuffers,
+    ],
+    [1, 0x81, t4.payloadOff, 1448, t4.l4, 16, 7],
+  );
+  passHeader(
+    header({ flags: 3, hdrLen: 99, gsoSize: 5, csumStart: 34, csumOffset: 16 }),
+    info,
+    out,
+  );
+  assertEquals([out.flags, out.gsoType, out.hdrLen, out.gsoSize, out.csumStart, out.csumOffset], [
+    1,
+    0,
+    0,
+    0,
+    34,
+    16,
+  ]);
+  passHeader(header({ flags: 2, hdrLen: 99, csumStart: 34 }), info, out);
+  assertEquals([out.flags, out.gsoType, out.hdrLen, out.gsoSize, out.csumStart, out.csumOffset], [
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+  ]);
 });
