@@ -68,7 +68,8 @@ export function sumBytes(v: Uint8Array, off: number, len: number): number {
  * bench/net_bench.ts). Assumes a little-endian host (x86, arm64).
  */
 export function sumView(v: Uint8Array, w: Uint32Array, off: number, len: number): number {
-  if (len < WORD_SUM_MIN) return fold16(sumBytes(v, off, len));
+  // No word view (a list built without one): bytewise, slower but right.
+  if (len < WORD_SUM_MIN || w.length === 0) return fold16(sumBytes(v, off, len));
   const head = (4 - (off & 3)) & 3;
   let headSum = 0;
   if (head === 1) headSum = v[off] << 8;

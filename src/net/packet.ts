@@ -194,10 +194,10 @@ export function captureHeaders(
     const v = list.views[i];
     const s0 = list.offs[i] + framePos;
     const end = done + n;
-    if (((s0 ^ done) & 3) === 0 && h32.length > 0 && n >= 8) {
+    const w = list.words[i];
+    if (((s0 ^ done) & 3) === 0 && h32.length > 0 && w.length > 0 && n >= 8) {
       let s = s0;
       while ((done & 3) !== 0) hdr[done++] = v[s++];
-      const w = list.words[i];
       let j = wordIndex(s);
       const d0 = done >>> 2, words = (end - done) >>> 2;
       for (let k = 0; k < words; k++) h32[d0 + k] = w[j++];

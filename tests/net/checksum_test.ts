@@ -152,3 +152,11 @@ Deno.test("pseudo-header sums equal the reference (IPv4, IPv6)", () => {
   const p6 = pseudoSumV6(v6.frame, v6.l3, 17, 1480);
   assertEquals(fold16(p6), refSum(v6.frame, v6.l3 + 8, v6.l3 + 40, 17 + 1480));
 });
+
+Deno.test("a segment without a word view is summed bytewise", () => {
+  const b = randomBytes(1000, 21);
+  arena.clear();
+  const l = listOf(b, [333, 667], [1, 0]);
+  l.words[1] = new Uint32Array(0);
+  assertEquals(sumSegments(l, 0, 1000, 0), refSum(b));
+});

@@ -148,6 +148,11 @@ Deno.test("captureHeaders copies at most 256 bytes, across segments, from any po
   assertEquals(out.subarray(0, 256), want);
   assertEquals(out[256], 1);
   assertEquals(captureHeaders(l, 50, 20, out), 20);
+  // A segment without a word view is copied bytewise.
+  for (let i = 0; i < l.count; i++) l.words[i] = new Uint32Array(0);
+  out.fill(1);
+  assertEquals(captureHeaders(l, 50, 2000, out), 256);
+  assertEquals(out.subarray(0, 256), want);
 });
 
 // ---------------------------------------------------------------------------
