@@ -186,8 +186,9 @@ export function completeChecksum(
  * starts at logical position `srcFramePos` there and is `frameLen` bytes
  * long), then the L4 checksum — complete if `fullChecksum`, else the
  * pseudo-header sum (send with `partialHeader`). Returns the bytes written
- * (segmentFrameLen), or 0 if k is past the last segment or `dst` has fewer
- * than that many bytes from `dstPos` (then nothing is written).
+ * (segmentFrameLen), or 0 if k is past the last segment, `dst` has fewer
+ * than that many bytes from `dstPos`, or `src` is shorter than the frame
+ * (then nothing is written).
  */
 export function writeSegment(
   h: NetHeader,
@@ -205,7 +206,12 @@ export function writeSegment(
   const hl = info.payloadOff;
   const pay = segmentPayload(h, info, frameLen, k);
   const segLen = hl + pay;
-  if (hl > MAX_HEADER_BYTES || hl > hdr.length || dstPos + segLen > dst.total) return 0;
+  if (
+    hl > MAX_HEADER_BYTES || hl > hdr.length || dstPos + segLen > dst.total ||
+    srcFramePos + frameLen > src.total
+  ) {
+    return 0;
+  }
   const last = k === segmentCount(h, info, frameLen) - 1;
   const s = scratch;
   for (let i = 0; i < hl; i++) s[i] = hdr[i];

@@ -232,6 +232,10 @@ Deno.test("writeSegment refuses a destination that is too short, writing nothing
   const dst = arena.list([100, 1400], [1]);
   assertEquals(writeSegment(h, info, hdr, src, 0, b.frame.length, 0, dst, 0, true), 0);
   assertEquals(writeSegment(h, info, hdr, src, 0, b.frame.length, 3, dst, 0, true), 0);
+  assertEquals(
+    writeSegment(h, info, hdr, src, 1, b.frame.length, 0, arena.list([2000]), 0, true),
+    0,
+  );
   assert(arena.poisonIntact([src]), "nothing written");
 });
 
