@@ -137,6 +137,17 @@ export function lastStatsTable(text: string): Record<string, Record<string, stri
   return table;
 }
 
+/**
+ * The `--allow-*` flags of `deno task start` (deno.json), so the bench runs the
+ * switch a user runs, with the permissions it has, whatever they become.
+ */
+function startPermissions(): string[] {
+  const config = JSON.parse(
+    Deno.readTextFileSync(new URL("../deno.json", import.meta.url)),
+  ) as { tasks: Record<string, string> };
+  return config.tasks.start.split(/\s+/).filter((a) => a.startsWith("--allow-"));
+}
+
 /** vswitch: the CLI in its own process. */
 export async function vswitchRig(
   cleanup: Cleanup,
@@ -148,14 +159,10 @@ export async function vswitchRig(
   const n = names(id, "v");
   const tap = n.tap("t");
   const cli = new URL("../src/cli/main.ts", import.meta.url).pathname;
-  // The permissions of `deno task start` (deno.json), so this is the switch a user runs.
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
-      "--allow-ffi",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
+      ...startPermissions(),
       cli,
       ...kinds.flatMap((k) => ["--vhost", `${k}=${dir}/${k}.sock`]),
       "--tap",
@@ -163,7 +170,8 @@ export async function vswitchRig(
       "--stats",
       "2",
     ],
-    env: { DENO_NO_UPDATE_CHECK: "1" },
+    // A control socket of its own where the CLI has one: the default path is machine-wide.
+    env: { DENO_NO_UPDATE_CHECK: "1", VSWITCH_CONTROL: `${dir}/control.sock` },
     stdout: "piped",
     stderr: "piped",
   }).spawn();
