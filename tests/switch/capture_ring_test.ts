@@ -101,6 +101,18 @@ Deno.test("capture ring: frames come out intact, wrap around, and overflow is co
   }
   assertEquals(seen.length, offered);
   assert(seen.every((s, i) => s.seq === i && s.ok && s.dir === Direction.TX && s.gso === 1448));
+  // Word-aligned frames of many lengths: their data crosses the ring's end at every offset.
+  let wrapped = 0;
+  for (let len = 20; len < 1500; len += 7) {
+    const f = icmpFrame(len, len);
+    assert(prod.offer(4, Direction.RX, listOf(f, 4096), 12, f.length, 0, 0, 0, 0, 0, 12));
+    cons.drain((r) => {
+      const ok = r.data.length === f.length && r.data.every((b, i) => b === f[i]);
+      assert(ok, `frame of ${f.length} bytes intact`);
+      wrapped++;
+    });
+  }
+  assertEquals(wrapped, Math.ceil((1500 - 20) / 7));
   // Full ring: the producer counts drops and returns at once.
   const big = icmpFrame(0, 1400);
   let accepted = 0;
