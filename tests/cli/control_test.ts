@@ -33,6 +33,7 @@ async function guests(dir: string) {
     /** Sends `n` frames a → b and resolves to how many arrived. */
     async flow(n = 20): Promise<number> {
       b.receive(); // whatever earlier floods left
+      a.tx.takeUsed(); // a's TX buffers back
       for (let i = 0; i < n; i++) a.send(ethFrame(B, A, 100, seq++ & 0xff));
       return (await b.receiveAtLeast(n, 5000)).length;
     },
@@ -141,6 +142,20 @@ Deno.test({
       const seen = lines.filter((l) => l.port === "c").map((l) => l.type);
       assertEquals(seen, ["added", "connected", "disconnected", "removed"], JSON.stringify(lines));
       assertMatch(lines.find((l) => l.type === "disconnected")!.reason, /disconnected/i);
+      // A guest that breaks its ring: the event says why, the port shows broken, the rest forward.
+      await vswitchOk("port", "add", "vhost", "h", `${dir}/h.sock`, "--control", ctl);
+      const h = await VirtioNetDriver.start(`${dir}/h.sock`);
+      h.tx.setAvailIdx(1000);
+      h.tx.notify();
+      for (let i = 0; i < 100 && !lines.some((l) => l.type === "broken"); i++) await sleep(50);
+      const broken = lines.find((l) => l.type === "broken" && l.port === "h");
+      assert(broken, `a broken event: ${JSON.stringify(lines)}`);
+      assertMatch(broken!.reason, /avail index/);
+      const hp = JSON.parse(await vswitchOk("port", "show", "h", "--control", ctl));
+      assertEquals([hp.state, hp.counters.queueBroken], ["broken", 1]);
+      assertEquals(await g.flow(), 20, "the others forward while h is broken");
+      h.close();
+      await vswitchOk("port", "del", "h", "--control", ctl);
       follower.kill("SIGINT");
       await follower.status;
       await reading;
@@ -273,11 +288,17 @@ Deno.test({
       const flood = Deno.createHttpClient({ proxy: { transport: "unix", path: ctl } });
       let stop = false;
       let requests = 0;
+      const floodErrors: string[] = [];
       const flooding = Promise.all(Array.from({ length: 8 }, async () => {
         while (!stop) {
-          const r = await fetch("http://x/v1/ports", { client: flood });
-          await r.body?.cancel();
-          requests++;
+          try {
+            const r = await fetch("http://x/v1/ports", { client: flood });
+            await r.body?.cancel();
+            requests++;
+          } catch (e) {
+            floodErrors.push(`${(e as Error).message}: ${(e as Error).cause}`);
+            if (!sw.alive) break;
+          }
         }
       }));
       let delivered = 0;
@@ -287,6 +308,7 @@ Deno.test({
       flood.close();
       assertEquals(delivered, 200, "every frame forwarded during the flood");
       assert(requests > 50, `the flood ran (${requests} requests)`);
+      assertEquals(floodErrors, [], `every flood request answered:\n${sw.dumpLogs()}`);
       const still = await vswitchOk("ports", "--json", "--control", ctl);
       assertEquals(JSON.parse(still).length, 2, "the API still answers with idle clients open");
       for (const c of idle) c.close();
