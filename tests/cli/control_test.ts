@@ -229,6 +229,18 @@ Deno.test({
       );
       oneLine(await vswitch("frobnicate"), /Unknown command frobnicate/);
       oneLine(
+        await vswitch("run", "--vhost", "x=/nonexistent/dir/x.sock", "--control", "none"),
+        /^vswitch: Cannot use socket path \/nonexistent\/dir\/x\.sock for port x: directory/,
+      );
+      await Deno.writeTextFile(
+        `${dir}/bad.toml`,
+        `[[port]]\nname = "q"\ntype = "tap"\nspeed = 10\n`,
+      );
+      oneLine(
+        await vswitch("run", "--config", `${dir}/bad.toml`, "--control", "none"),
+        /^vswitch: Cannot load config .*bad\.toml: port 1 \(q\): unknown key "speed"/,
+      );
+      oneLine(
         await vswitch("ports", "--bogus", "--control", ctl),
         /unknown option of vswitch ports/,
       );
