@@ -12,7 +12,7 @@ import { GuestMemory } from "../src/virtio/guest_memory.ts";
 import { SplitRing } from "../src/virtio/split_ring.ts";
 import { type BrokenHandler, DpPort, Engine, PortKind } from "../src/switch/engine.ts";
 import { Fdb } from "../src/switch/fdb.ts";
-import { createCounterBuffer } from "../src/switch/counters.ts";
+import { C, COUNTERS_PER_PORT, createCounterBuffer } from "../src/switch/counters.ts";
 import { TestMemory } from "../tests/helpers/memfd_memory.ts";
 
 const SIZE = 256;
@@ -113,7 +113,7 @@ export class ForwardRig {
 
   /** Frames delivered to B so far. */
   get delivered(): number {
-    return this.counters[16 + 2];
+    return this.counters[COUNTERS_PER_PORT + C.txPackets];
   }
 
   /** Releases the memory. */

@@ -81,6 +81,9 @@ export const TUN_F_TSO4 = 0x02;
 export const TUN_F_TSO6 = 0x04;
 export const TUN_F_TSO_ECN = 0x08;
 export const TUN_F_UFO = 0x10;
+/** USO (UDP segmentation) for IPv4 / IPv6 (Linux 6.2+; older kernels refuse the flags). */
+export const TUN_F_USO4 = 0x20;
+export const TUN_F_USO6 = 0x40;
 
 // <linux/stat.h>
 export const S_IFMT = 0o170000;

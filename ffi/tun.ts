@@ -17,6 +17,8 @@ import {
   TUNSETIFF,
   TUNSETOFFLOAD,
   TUNSETVNETHDRSZ,
+  TUN_F_USO4,
+  TUN_F_USO6,
 } from "./constants.ts";
 import { IFREQ } from "./structs.ts";
 
@@ -77,6 +79,17 @@ export function setVnetHdrSize(fd: number, size: number): void {
 /** TUNSETOFFLOAD: which offloads (TUN_F_*) we accept in frames the kernel sends us. */
 export function setOffload(fd: number, flags: number): void {
   check("ioctl", libc.ioctl_int(fd, TUNSETOFFLOAD, flags), `TUNSETOFFLOAD ${flags}`);
+}
+
+/**
+ * TUNSETOFFLOAD with `flags`, or without the USO flags when the kernel
+ * does not know them (EINVAL before Linux 6.2). Returns the flags set.
+ */
+export function setOffloadBest(fd: number, flags: number): number {
+  if (libc.ioctl_int(fd, TUNSETOFFLOAD, flags) >= 0) return flags;
+  const older = flags & ~(TUN_F_USO4 | TUN_F_USO6);
+  setOffload(fd, older);
+  return older;
 }
 
 // <linux/sockios.h>, <net/if.h>

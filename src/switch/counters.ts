@@ -21,7 +21,10 @@ export const COUNTER_NAMES = [
   "dropRunt",
   /** A descriptor chain broke a rule (index, loop, address, direction, indirect). */
   "dropBadDescriptor",
-  /** Ingress: virtio-net header asked for an offload we did not negotiate. */
+  /**
+   * Ingress: virtio-net header flags a driver must not set (DATA_VALID,
+   * RSC_INFO, unknown bits), or an offload asked of a port that negotiated none.
+   */
   "dropBadHeader",
   /** Ingress: destination is the port the frame came from. */
   "dropSameport",
@@ -33,6 +36,22 @@ export const COUNTER_NAMES = [
   "interrupts",
   /** Kicks / TAP wake-ups received. */
   "wakeups",
+  /** Egress: offloaded (GSO) frames this port could not take whole, segmented in software. */
+  "swSegmented",
+  /** Egress: the segments those frames became. */
+  "swSegments",
+  /** Egress: partial checksums (NEEDS_CSUM) completed in software for this port. */
+  "swChecksummed",
+  /** Ingress: gso_type unknown, or an offload this port did not negotiate (CHECKLIST 34). */
+  "dropOffloadType",
+  /** Ingress: gso_size 0, too many segments, or a GSO frame beyond 64 KiB (CHECKLIST 35). */
+  "dropOffloadSize",
+  /** Ingress: hdr_len beyond the frame or short of its headers (CHECKLIST 35). */
+  "dropOffloadHdrLen",
+  /** Ingress: csum_start / csum_offset outside the frame or not at the L4 header (CHECKLIST 36). */
+  "dropOffloadCsum",
+  /** Ingress: the packet disagrees with its gso_type (CHECKLIST 37). */
+  "dropOffloadPacket",
 ] as const;
 
 /** One counter's name. */
@@ -43,8 +62,8 @@ export const C = Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, i])) as {
   [K in CounterName]: number;
 };
 
-/** Counters per port slot (rounded up for alignment). */
-export const COUNTERS_PER_PORT = 16;
+/** Counters per port slot (rounded up, room to grow). */
+export const COUNTERS_PER_PORT = 32;
 /** Most ports one switch holds. */
 export const MAX_PORTS = 64;
 

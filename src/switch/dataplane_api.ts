@@ -33,6 +33,8 @@ export interface QueueStart {
   mergeable: boolean;
   indirect: boolean;
   eventIdx: boolean;
+  /** Every negotiated virtio feature (the dataplane derives offload capabilities). */
+  features: bigint;
 }
 
 /** Commands, by op. */
@@ -46,7 +48,18 @@ export type Command =
     /** The capture ring (capture_ring.ts). */
     capture: CaptureBuffers;
   }
-  | { op: "addPort"; id: number; kind: number; name: string; maxFrame: number; fd: number }
+  | {
+    op: "addPort";
+    id: number;
+    kind: number;
+    name: string;
+    maxFrame: number;
+    fd: number;
+    /** OFFLOAD_* bits the port may send (a TAP: its TUNSETOFFLOAD; a guest: set at queue start). */
+    ingressCaps: number;
+    /** OFFLOAD_* bits the port can take whole. */
+    egressCaps: number;
+  }
   | { op: "removePort"; id: number }
   | { op: "setMemory"; id: number; regions: MappedRegion[] | null }
   | { op: "startQueue"; id: number; start: QueueStart }

@@ -1,9 +1,16 @@
 /**
- * The forwarding engine: one round polls every port's ingress (a guest's
- * TX ring, a TAP fd) for a bounded burst, learns source MACs, looks up the
- * destination and copies each frame once into the destination (a guest's
- * RX buffers, or a TAP `writev` straight from the source buffers). Used
- * indices are published and guests interrupted once per queue per round.
+ * The forwarding engine. One round visits every port's ingress (a guest's
+ * TX ring, a TAP fd) and runs a pipeline over a bounded burst:
+ *
+ * 1. pop: take up to BURST chains, each walked with every bound into its
+ *    frame record (src/switch/frame.ts);
+ * 2. parse: the virtio-net header and both MACs, read once, offloads
+ *    validated (src/switch/ingress.ts);
+ * 3. classify: learn the sources, look up the destinations (FDB);
+ * 4. deliver: each frame once into each destination, with that port's
+ *    offload decision (src/switch/egress.ts);
+ * 5. return the TX buffers with one used-index publish and at most one
+ *    interrupt per queue; RX queues are published once per round.
  *
  * Nothing here allocates per frame (see bench/ and the heap test), throws
  * for guest errors (they are counted), or calls FFI per frame except the
@@ -13,17 +20,19 @@
  */
 
 import { libc } from "../../ffi/libc.ts";
-import { IovecArray } from "../../ffi/io.ts";
 import { mmap } from "../../ffi/memory.ts";
 import { MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from "../../ffi/constants.ts";
 import { type Range, updateWindow } from "../virtio/address_window.ts";
-import { eventfdSignal } from "../../ffi/eventfd.ts";
-import { copySegments, SegList, wordIndex } from "../virtio/chain.ts";
-import { type SplitRing, WalkError } from "../virtio/split_ring.ts";
-import type { GuestMemory } from "../virtio/guest_memory.ts";
-import { ETH_HLEN, NET_HDR_SIZE, NUM_BUFFERS_OFFSET } from "../virtio/net_header.ts";
-import { C, COUNTERS_PER_PORT, MAX_PORTS } from "./counters.ts";
+import { NET_HDR_SIZE } from "../virtio/net_header.ts";
+import { C, MAX_PORTS } from "./counters.ts";
 import type { Fdb } from "./fdb.ts";
+import { type DpPort, PortKind } from "./dp_port.ts";
+import { Egress } from "./egress.ts";
+import { type Frame, makeBurst, MAX_GSO_FRAME, OUT_DROP, OUT_FLOOD } from "./frame.ts";
+import { PARSE_OK, parseFrame } from "./ingress.ts";
+
+export { DpPort, PortKind } from "./dp_port.ts";
+export { walkErrorName } from "./egress.ts";
 
 /**
  * Frames taken from one ingress queue per round. Bounds the work one busy
@@ -31,57 +40,15 @@ import type { Fdb } from "./fdb.ts";
  * loop benchmark.
  */
 export const BURST = 32;
-/** Most segments one chain (or one mergeable frame) may have. */
-const MAX_SEGS = 128;
-/** Most RX chains one mergeable frame may take (64 KiB in 1 KiB buffers). */
-const MAX_MERGE = 64;
-/** The TAP staging buffer: a vnet header and the largest frame. */
-const STAGING_SIZE = NET_HDR_SIZE + 65535;
+/** The TAP staging buffer: a vnet header and the largest GSO frame the kernel sends. */
+const STAGING_SIZE = NET_HDR_SIZE + MAX_GSO_FRAME;
 const STAGING_WORDS = (STAGING_SIZE + 3) >>> 2;
-/** Our zero virtio-net header, after the staging buffer. */
-const ZERO_HDR_OFFSET = STAGING_WORDS * 4;
-const SCRATCH_SIZE = 128 * 1024;
-
-/** Port kinds. */
-export const PortKind = { VHOST: 0, TAP: 1 } as const;
-
-/** A port as the dataplane sees it. One class for both kinds keeps calls monomorphic. */
-export class DpPort {
-  /** Guest memory (vhost ports with a memory table). */
-  mem: GuestMemory | null = null;
-  /** The guest's RX ring (we write), queue 0. */
-  rx: SplitRing | null = null;
-  /** The guest's TX ring (we read), queue 1. */
-  tx: SplitRing | null = null;
-  /** Call eventfds per queue (-1: none). */
-  callRx = -1;
-  callTx = -1;
-  /** virtio-net header size the guest negotiated (10 or 12). */
-  hdrLen = NET_HDR_SIZE;
-  /** MRG_RXBUF negotiated. */
-  mergeable = false;
-  /** RX chains known to be available beyond those taken (read lazily). */
-  rxKnown = 0;
-  /** Stopped after a fault; the others keep forwarding. */
-  broken = false;
-  /** First counter slot. */
-  readonly cbase: number;
-
-  constructor(
-    /** Port id (counter slot, FDB value). */
-    readonly id: number,
-    /** PortKind. */
-    readonly kind: number,
-    /** Name, for reports. */
-    readonly name: string,
-    /** Largest frame (Ethernet header included) this port sends or takes. */
-    public maxFrame: number,
-    /** TAP fd (-1 for vhost). */
-    readonly fd = -1,
-  ) {
-    this.cbase = id * COUNTERS_PER_PORT;
-  }
-}
+/** Headers we write (TAP transmit, split RX headers), after the staging buffer. */
+const HDR_OFFSET = STAGING_WORDS * 4;
+/** A segment or completed frame built for a TAP, after that. */
+const SEG_OFFSET = HDR_OFFSET + 64;
+const SEG_SIZE = MAX_GSO_FRAME;
+const SCRATCH_SIZE = SEG_OFFSET + SEG_SIZE;
 
 /** Why a port stopped, reported to the control plane. */
 export type BrokenHandler = (port: DpPort, reason: string) => void;
@@ -95,15 +62,10 @@ export class Engine {
   readonly fdb: Fdb;
   readonly #c: Float64Array;
   readonly #onBroken: BrokenHandler;
-
-  // Scratch state reused for every frame.
-  readonly #src = new SegList(MAX_SEGS);
-  readonly #dst = new SegList(MAX_SEGS);
-  readonly #heads = new Int32Array(MAX_MERGE);
-  readonly #caps = new Float64Array(MAX_MERGE);
-  readonly #iov = new IovecArray(MAX_SEGS + 1);
-  // Staging and the zero header live in one anonymous mapping, so the
-  // address window can span them and the guests' regions (address_window.ts).
+  readonly #burst: Frame[] = makeBurst(BURST);
+  // The TAP staging buffer and the egress scratch live in one anonymous
+  // mapping, so the address window can span them and the guests' regions
+  // (address_window.ts).
   readonly #scratchMap = mmap(
     -1,
     SCRATCH_SIZE,
@@ -113,22 +75,18 @@ export class Engine {
   );
   readonly #staging = new Uint8Array(this.#scratchMap.buffer, 0, STAGING_SIZE);
   readonly #staging32 = new Uint32Array(this.#scratchMap.buffer, 0, STAGING_WORDS);
-  readonly #stagingList = new SegList(1);
-  readonly #stagingAddr: number;
-  readonly #zeroHdr = new Uint8Array(this.#scratchMap.buffer, ZERO_HDR_OFFSET, NET_HDR_SIZE);
-  readonly #zeroHdr32 = new Uint32Array(this.#scratchMap.buffer, ZERO_HDR_OFFSET, NET_HDR_SIZE / 4);
-  readonly #zeroHdrAddr: number;
-  #dstHi = 0;
-  #dstLo = 0;
-  #srcHi = 0;
-  #srcLo = 0;
+  readonly #egress: Egress;
 
   constructor(counters: Float64Array, fdb: Fdb, onBroken: BrokenHandler) {
     this.#c = counters;
     this.fdb = fdb;
     this.#onBroken = onBroken;
-    this.#stagingAddr = this.#scratchMap.address;
-    this.#zeroHdrAddr = this.#scratchMap.address + ZERO_HDR_OFFSET;
+    this.#egress = new Egress(counters, {
+      map: this.#scratchMap,
+      hdrOffset: HDR_OFFSET,
+      segOffset: SEG_OFFSET,
+      segSize: SEG_SIZE,
+    }, (q, reason) => this.breakPort(q, reason));
     this.updateWindow();
   }
 
@@ -186,13 +144,11 @@ export class Engine {
     for (let i = 0; i < ports.length; i++) {
       const p = ports[i];
       const rx = p.rx;
-      if (rx !== null && rx.pendingUsed > 0 && !p.broken && rx.publish()) this.#call(p, p.callRx);
+      if (rx !== null && rx.pendingUsed > 0 && !p.broken && rx.publish()) {
+        this.#egress.call(p, p.callRx);
+      }
     }
     return work;
-  }
-
-  #call(p: DpPort, fd: number): void {
-    if (fd >= 0 && eventfdSignal(fd)) this.#c[p.cbase + C.interrupts]++;
   }
 
   #pollGuest(p: DpPort, now: number): number {
@@ -204,243 +160,114 @@ export class Engine {
       return 0;
     }
     if (n > BURST) n = BURST;
-    const chain = this.#src;
     const c = this.#c;
-    for (let k = 0; k < n; k++) {
-      const head = ring.nextHead();
-      chain.reset();
-      const total = ring.walk(head, chain, false);
-      if (total < 0) c[p.cbase + C.dropBadDescriptor]++;
-      else this.#fromGuest(p, chain, total, now);
-      // TX buffers are returned with length 0: the device wrote nothing (§2.7.8).
-      ring.pushUsed(head, 0);
-    }
-    if (n > 0 && ring.publish()) this.#call(p, p.callTx);
-    return n;
-  }
-
-  #fromGuest(p: DpPort, chain: SegList, total: number, now: number): void {
-    const c = this.#c;
+    const burst = this.#burst;
     const hl = p.hdrLen;
-    const frameLen = total - hl;
-    if (frameLen < ETH_HLEN) {
-      c[p.cbase + C.dropRunt]++; // includes chains no longer than the header (item 22)
-      return;
+    // pop + parse
+    for (let k = 0; k < n; k++) {
+      const f = burst[k];
+      const head = ring.nextHead();
+      f.head = head;
+      f.segs.reset();
+      const total = ring.walk(head, f.segs, false);
+      if (total < 0) {
+        c[p.cbase + C.dropBadDescriptor]++;
+        f.out = OUT_DROP;
+        continue;
+      }
+      f.pos = hl;
+      f.len = total - hl;
+      const r = parseFrame(f, p.ingressCaps, p.maxFrame, false);
+      if (r !== PARSE_OK) {
+        c[p.cbase + r]++;
+        f.out = OUT_DROP;
+      } else {
+        f.out = 0;
+      }
     }
-    if (frameLen > p.maxFrame) {
-      c[p.cbase + C.dropTooBig]++;
-      return;
+    // classify
+    for (let k = 0; k < n; k++) {
+      const f = burst[k];
+      if (f.out !== OUT_DROP) f.out = this.#classify(p, f, now);
     }
-    // flags and gso_type, read once. No offload is negotiated, so both must be 0
-    // (§5.1.6.2); anything else is a frame we cannot hand on faithfully.
-    const flags = chain.lens[0] >= 2 ? chain.views[0][chain.offs[0]] : chain.byteAt(0);
-    const gso = chain.lens[0] >= 2 ? chain.views[0][chain.offs[0] + 1] : chain.byteAt(1);
-    if ((flags | gso) !== 0) {
-      c[p.cbase + C.dropBadHeader]++;
-      return;
+    // deliver
+    for (let k = 0; k < n; k++) {
+      const f = burst[k];
+      if (f.out !== OUT_DROP) this.#forward(p, f);
     }
-    this.#readMacs(chain, hl);
-    this.#switch(p, chain, hl, frameLen, now);
+    // TX buffers go back only now, after every copy out of them, with length
+    // 0: the device wrote nothing (§2.7.8).
+    for (let k = 0; k < n; k++) ring.pushUsed(burst[k].head, 0);
+    if (n > 0 && ring.publish()) this.#egress.call(p, p.callTx);
+    return n;
   }
 
   #pollTap(p: DpPort, now: number): number {
     const buf = this.#staging;
-    const list = this.#stagingList;
+    const f = this.#burst[0];
     const c = this.#c;
     let k = 0;
     for (; k < BURST; k++) {
       const n = libc.read(p.fd, buf, STAGING_SIZE);
       if (n < 0) break; // EAGAIN: drained (other errors show up as link state)
-      const frameLen = n - NET_HDR_SIZE;
-      if (frameLen < ETH_HLEN) {
-        c[p.cbase + C.dropRunt]++;
+      if (n >= STAGING_SIZE) {
+        c[p.cbase + C.dropTooBig]++; // the kernel had more than we can hold: cut short
         continue;
       }
-      if (frameLen > p.maxFrame) {
-        c[p.cbase + C.dropTooBig]++;
+      f.segs.reset();
+      f.segs.push(buf, this.#staging32, 0, n, this.#scratchMap.address);
+      f.pos = NET_HDR_SIZE;
+      f.len = n - NET_HDR_SIZE;
+      // The kernel's header is checked like a guest's (CHECKLIST 39).
+      const r = parseFrame(f, p.ingressCaps, p.maxFrame, true);
+      if (r !== PARSE_OK) {
+        c[p.cbase + r]++;
         continue;
       }
-      list.reset();
-      list.push(buf, this.#staging32, 0, n, this.#stagingAddr);
-      this.#readMacs(list, NET_HDR_SIZE);
-      this.#switch(p, list, NET_HDR_SIZE, frameLen, now);
+      f.out = this.#classify(p, f, now);
+      if (f.out !== OUT_DROP) this.#forward(p, f);
     }
     return k;
   }
 
-  // Destination and source MAC into fields, read once.
-  #readMacs(list: SegList, pos: number): void {
-    let b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11;
-    if (list.lens[0] - pos >= 12) {
-      const v = list.views[0];
-      const o = list.offs[0] + pos;
-      b0 = v[o], b1 = v[o + 1], b2 = v[o + 2], b3 = v[o + 3], b4 = v[o + 4], b5 = v[o + 5];
-      b6 = v[o + 6], b7 = v[o + 7], b8 = v[o + 8], b9 = v[o + 9], b10 = v[o + 10];
-      b11 = v[o + 11];
-    } else {
-      b0 = list.byteAt(pos), b1 = list.byteAt(pos + 1), b2 = list.byteAt(pos + 2);
-      b3 = list.byteAt(pos + 3), b4 = list.byteAt(pos + 4), b5 = list.byteAt(pos + 5);
-      b6 = list.byteAt(pos + 6), b7 = list.byteAt(pos + 7), b8 = list.byteAt(pos + 8);
-      b9 = list.byteAt(pos + 9), b10 = list.byteAt(pos + 10), b11 = list.byteAt(pos + 11);
-    }
-    this.#dstHi = (b0 << 8) | b1;
-    this.#dstLo = ((b2 << 24) | (b3 << 16) | (b4 << 8) | b5) >>> 0;
-    this.#srcHi = (b6 << 8) | b7;
-    this.#srcLo = ((b8 << 24) | (b9 << 16) | (b10 << 8) | b11) >>> 0;
-  }
-
-  #switch(p: DpPort, src: SegList, pos: number, len: number, now: number): void {
+  // Counts the frame in, learns its source and finds its destination.
+  #classify(p: DpPort, f: Frame, now: number): number {
     const c = this.#c;
     c[p.cbase + C.rxPackets]++;
-    c[p.cbase + C.rxBytes] += len;
+    c[p.cbase + C.rxBytes] += f.len;
     // Learn unicast sources only (a multicast source address is invalid).
-    if ((this.#srcHi & 0x100) === 0) this.fdb.learn(this.#srcHi, this.#srcLo, p.id, now);
-    if ((this.#dstHi & 0x100) === 0) {
-      const out = this.fdb.lookup(this.#dstHi, this.#dstLo);
+    if ((f.srcHi & 0x100) === 0) this.fdb.learn(f.srcHi, f.srcLo, p.id, now);
+    if ((f.dstHi & 0x100) === 0) {
+      const out = this.fdb.lookup(f.dstHi, f.dstLo);
       if (out >= 0) {
-        const q = this.byId[out];
-        if (out === p.id) c[p.cbase + C.dropSameport]++;
-        else if (q !== undefined && !q.broken) this.#deliver(q, src, pos, len);
-        return;
+        if (out !== p.id) return out;
+        c[p.cbase + C.dropSameport]++;
+        return OUT_DROP;
       }
     }
-    // Broadcast, multicast or unknown unicast: every other port.
+    return OUT_FLOOD; // broadcast, multicast or unknown unicast
+  }
+
+  #forward(p: DpPort, f: Frame): void {
+    if (f.out >= 0) {
+      const q = this.byId[f.out];
+      if (q !== undefined && !q.broken) this.#deliver(q, f);
+      return;
+    }
     const ports = this.ports;
     for (let i = 0; i < ports.length; i++) {
       const q = ports[i];
-      if (q !== p && !q.broken) this.#deliver(q, src, pos, len);
+      if (q !== p && !q.broken) this.#deliver(q, f);
     }
   }
 
-  #deliver(q: DpPort, src: SegList, pos: number, len: number): void {
-    if (len > q.maxFrame) {
-      this.#c[q.cbase + C.dropTooBig]++;
-      return;
-    }
+  #deliver(q: DpPort, f: Frame): void {
     try {
-      if (q.kind === PortKind.VHOST) this.#toGuest(q, src, pos, len);
-      else this.#toTap(q, src, pos, len);
+      this.#egress.deliver(q, f);
     } catch (e) {
       // A fault while writing to one destination stops that destination, not the
       // sender and not the other destinations of a flood (item 33).
       this.breakPort(q, `exception: ${(e as Error)?.stack ?? e}`);
     }
   }
-
-  #toGuest(q: DpPort, src: SegList, pos: number, len: number): void {
-    const c = this.#c;
-    const ring = q.rx;
-    if (ring === null) {
-      c[q.cbase + C.dropNoBuffer]++;
-      return;
-    }
-    // The guest's RX avail index is read again only when the chains we
-    // already know of run out: one shared-memory load per burst, not per frame.
-    let avail = q.rxKnown;
-    if (avail === 0) {
-      avail = ring.available();
-      if (avail < 0) {
-        this.breakPort(q, "RX avail index more than the ring size ahead");
-        return;
-      }
-    }
-    const hl = q.hdrLen;
-    const need = hl + len;
-    const dst = this.#dst;
-    const heads = this.#heads, caps = this.#caps;
-    dst.reset();
-    let chains = 0;
-    while (dst.total < need) {
-      if (chains >= avail && chains < MAX_MERGE && (chains === 0 || q.mergeable)) {
-        avail = ring.available(); // maybe the guest added buffers meanwhile
-        if (avail < 0) avail = 0;
-      }
-      if (chains >= avail || chains >= MAX_MERGE || (chains > 0 && !q.mergeable)) {
-        // Not enough buffers: give back what we took, the guest keeps them (item 26).
-        ring.unget(chains);
-        q.rxKnown = avail;
-        c[q.cbase + C.dropNoBuffer]++;
-        return;
-      }
-      const head = ring.nextHead();
-      const got = ring.walk(head, dst, true);
-      if (got < 0) {
-        c[q.cbase + C.dropBadDescriptor]++;
-        this.breakPort(q, `bad RX descriptor chain (${walkErrorName(got)})`);
-        return;
-      }
-      heads[chains] = head;
-      caps[chains] = got;
-      chains++;
-    }
-    q.rxKnown = avail - chains;
-    // Header: no offloads, num_buffers = chains (§5.1.6.4). Usually in one segment.
-    if (dst.lens[0] >= hl) {
-      const o = dst.offs[0];
-      if (hl === NET_HDR_SIZE && (o & 3) === 0) {
-        const w = dst.words[0], i = wordIndex(o);
-        w[i] = 0;
-        w[i + 1] = 0;
-        w[i + 2] = chains << 16; // little-endian: bytes 10-11 hold num_buffers
-      } else {
-        const v = dst.views[0];
-        for (let i = 0; i < hl; i++) v[o + i] = 0;
-        if (hl === NET_HDR_SIZE) {
-          v[o + NUM_BUFFERS_OFFSET] = chains & 0xff;
-          v[o + NUM_BUFFERS_OFFSET + 1] = chains >>> 8;
-        }
-      }
-    } else {
-      this.#zeroHdr[NUM_BUFFERS_OFFSET] = hl === NET_HDR_SIZE ? chains : 0;
-      this.#zeroHdrList.reset();
-      this.#zeroHdrList.push(this.#zeroHdr, this.#zeroHdr32, 0, hl, this.#zeroHdrAddr);
-      copySegments(dst, 0, this.#zeroHdrList, 0, hl);
-      this.#zeroHdr[NUM_BUFFERS_OFFSET] = 0;
-    }
-    copySegments(dst, hl, src, pos, len);
-    let remaining = need;
-    for (let i = 0; i < chains; i++) {
-      const l = caps[i] < remaining ? caps[i] : remaining;
-      ring.pushUsed(heads[i], l);
-      remaining -= l;
-    }
-    c[q.cbase + C.txPackets]++;
-    c[q.cbase + C.txBytes] += len;
-  }
-
-  readonly #zeroHdrList = new SegList(1);
-
-  #toTap(q: DpPort, src: SegList, pos: number, len: number): void {
-    // Our own zeroed header, then the frame straight from the source buffers:
-    // the guest's header is never passed on, so it cannot change under us (item 24).
-    const iov = this.#iov;
-    iov.clear();
-    iov.push(this.#zeroHdrAddr, NET_HDR_SIZE);
-    let left = len;
-    for (let i = 0; i < src.count && left > 0; i++) {
-      let l = src.lens[i];
-      if (pos >= l) {
-        pos -= l;
-        continue;
-      }
-      l -= pos;
-      if (l > left) l = left;
-      iov.push(src.addrs[i] + pos, l);
-      left -= l;
-      pos = 0;
-    }
-    const n = libc.writev(q.fd, iov.bytes, iov.count);
-    if (n < 0) {
-      this.#c[q.cbase + C.dropTapError]++;
-    } else {
-      this.#c[q.cbase + C.txPackets]++;
-      this.#c[q.cbase + C.txBytes] += len;
-    }
-  }
-}
-
-/** A WalkError code's name, for reports. */
-export function walkErrorName(code: number): string {
-  for (const [k, v] of Object.entries(WalkError)) if (v === code) return k;
-  return `${code}`;
 }

@@ -9,16 +9,53 @@
 import type { Logger } from "@logtape/logtape";
 import { acceptUnix, connectUnix, listenUnix } from "../../ffi/socket.ts";
 import { closeFd, unlinkIfExists } from "../../ffi/io.ts";
-import { getMtu, openTap, setLinkUp, setOffload, setVnetHdrSize, type Tap } from "../../ffi/tun.ts";
+import { getMtu, openTap, setLinkUp, setOffloadBest, setVnetHdrSize, type Tap } from "../../ffi/tun.ts";
+import {
+  TUN_F_CSUM,
+  TUN_F_TSO4,
+  TUN_F_TSO6,
+  TUN_F_TSO_ECN,
+  TUN_F_USO4,
+  TUN_F_USO6,
+} from "../../ffi/constants.ts";
 import { logger } from "../log.ts";
 import { Connection } from "../vhost_user/connection.ts";
 import { type DeviceBackend, VhostUserDevice } from "../vhost_user/device.ts";
 import type { MappedRegion } from "../vhost_user/memory_table.ts";
 import type { Reactor } from "../vhost_user/reactor.ts";
 import { ETH_OVERHEAD, NET_HDR_SIZE } from "../virtio/net_header.ts";
+import { OFFLOAD_NAMES, offeredFeatures, type OffloadName } from "../virtio/features.ts";
+import {
+  OFFLOAD_CSUM,
+  OFFLOAD_ECN,
+  OFFLOAD_TSO4,
+  OFFLOAD_TSO6,
+  OFFLOAD_USO4,
+  OFFLOAD_USO6,
+} from "../net/offload.ts";
 import type { QueueStart } from "./dataplane_api.ts";
 import type { Dataplane } from "./dataplane.ts";
-import { PortKind } from "./engine.ts";
+import { PortKind } from "./dp_port.ts";
+
+/** Per-port options. */
+export interface PortOptions {
+  /**
+   * Offloads the port may use, both directions: "csum", "tso4", "tso6",
+   * "ecn", "uso" (default: all; [] = none). Frames a port cannot take are
+   * completed or segmented in software for it.
+   */
+  offloads?: OffloadName[];
+}
+
+/** Checks offload names (control path): throws with the list of valid ones. */
+export function checkOffloads(names: readonly string[]): OffloadName[] {
+  for (const n of names) {
+    if (!(OFFLOAD_NAMES as readonly string[]).includes(n)) {
+      throw new Error(`Cannot use offload ${n}: expected one of ${OFFLOAD_NAMES.join(", ")}`);
+    }
+  }
+  return names as OffloadName[];
+}
 
 /** The default guest MTU until NET_SET_MTU says otherwise (jumbo frames pass). */
 export const DEFAULT_VHOST_MTU = 9000;
@@ -80,12 +117,18 @@ export class VhostPort extends Port implements DeviceBackend {
     readonly client: boolean,
     /** The control plane's fd loop. */
     readonly reactor: Reactor,
+    /** Offload options. */
+    readonly options: PortOptions = {},
   ) {
     super(id, name, dataplane);
     this.type = client ? "vhost-client" : "vhost-server";
     this.log = logger("vhost", name);
-    this.device = new VhostUserDevice(this, this.log);
+    this.offloads = checkOffloads(options.offloads ?? OFFLOAD_NAMES);
+    this.device = new VhostUserDevice(this, this.log, offeredFeatures(this.offloads));
   }
+
+  /** The offloads this port offers its frontend. */
+  readonly offloads: OffloadName[];
 
   /** The socket path. */
   get target(): string {
@@ -111,6 +154,8 @@ export class VhostPort extends Port implements DeviceBackend {
       name: this.name,
       maxFrame: DEFAULT_VHOST_MTU + ETH_OVERHEAD,
       fd: -1,
+      ingressCaps: 0, // set from the negotiated features when a queue starts
+      egressCaps: 0,
     });
     if (this.client) {
       this.#tryConnect();
@@ -217,11 +262,34 @@ export class VhostPort extends Port implements DeviceBackend {
   }
 }
 
+/** TUN_F_* flags and OFFLOAD_* bits for each offload name. */
+const TAP_OFFLOADS: Record<OffloadName, { tun: number; caps: number }> = {
+  csum: { tun: TUN_F_CSUM, caps: OFFLOAD_CSUM },
+  tso4: { tun: TUN_F_TSO4, caps: OFFLOAD_TSO4 },
+  tso6: { tun: TUN_F_TSO6, caps: OFFLOAD_TSO6 },
+  ecn: { tun: TUN_F_TSO_ECN, caps: OFFLOAD_ECN },
+  uso: { tun: TUN_F_USO4 | TUN_F_USO6, caps: OFFLOAD_USO4 | OFFLOAD_USO6 },
+};
+
+/** OFFLOAD_* bits for TUN_F_* flags. */
+function tunCaps(tun: number): number {
+  let caps = 0;
+  if ((tun & TUN_F_CSUM) === 0) return 0; // every other TUN_F_* needs CSUM
+  for (const o of OFFLOAD_NAMES) {
+    if ((tun & TAP_OFFLOADS[o].tun) === TAP_OFFLOADS[o].tun) caps |= TAP_OFFLOADS[o].caps;
+  }
+  return caps;
+}
+
 /** A host TAP: frames to and from the host's network stack. */
 export class TapPort extends Port {
   /** Always "tap". */
   readonly type = "tap";
   #tap: Tap | null = null;
+  /** The offloads this port uses (both directions). */
+  readonly offloads: OffloadName[];
+  /** The TUN_F_* flags the kernel took (TUNSETOFFLOAD). */
+  tunFlags = 0;
 
   /** @internal Made by `Switch.addTap`. */
   constructor(
@@ -230,8 +298,11 @@ export class TapPort extends Port {
     dataplane: Dataplane,
     /** The interface name. */
     readonly ifname: string,
+    /** Offload options. */
+    readonly options: PortOptions = {},
   ) {
     super(id, name, dataplane);
+    this.offloads = checkOffloads(options.offloads ?? OFFLOAD_NAMES);
   }
 
   /** The interface name. */
@@ -245,17 +316,29 @@ export class TapPort extends Port {
   }
 
   /**
-   * Opens (creating if missing) the TAP with virtio-net headers of 12 bytes
-   * and no offloads, brings its link up and registers it.
+   * Opens (creating if missing) the TAP with virtio-net headers of 12 bytes,
+   * sets its offloads, brings its link up and registers it.
+   *
+   * TUNSETOFFLOAD says what the kernel may hand us (checksum-partial and
+   * GSO frames); it is set from what the switch can deliver, which is
+   * everything (a guest that cannot take a frame gets it completed or
+   * segmented in software), less what the user switched off. The kernel
+   * takes offloaded frames from us whatever the flags; we hand it only
+   * those the port's options allow and that passed validation (CHECKLIST 39).
    */
   async open(): Promise<void> {
     const tap = openTap(this.ifname, { vnetHdr: true });
     try {
       setVnetHdrSize(tap.fd, NET_HDR_SIZE);
-      setOffload(tap.fd, 0); // no CSUM/TSO until the offload issue
+      let want = 0;
+      if (this.offloads.includes("csum")) {
+        for (const o of this.offloads) want |= TAP_OFFLOADS[o].tun;
+      }
+      this.tunFlags = setOffloadBest(tap.fd, want);
       setLinkUp(tap.name);
       const mtu = getMtu(tap.name);
       this.mtu = mtu;
+      const caps = tunCaps(this.tunFlags);
       await this.dataplane.request({
         op: "addPort",
         id: this.id,
@@ -263,6 +346,9 @@ export class TapPort extends Port {
         name: this.name,
         maxFrame: Math.max(mtu, DEFAULT_VHOST_MTU) + ETH_OVERHEAD,
         fd: tap.fd,
+        ingressCaps: caps,
+        // What we hand the kernel: the same set (tun accepts every GSO type from us).
+        egressCaps: caps,
       });
     } catch (e) {
       closeFd(tap.fd);

@@ -12,8 +12,10 @@ import { Dataplane } from "./dataplane.ts";
 import { type CounterName, MAX_PORTS, readCounters } from "./counters.ts";
 import type { FdbEntry } from "./fdb.ts";
 export type { FdbEntry };
-import { type Port, TapPort, VhostPort } from "./ports.ts";
 import { CaptureManager } from "./capture.ts";
+import { type Port, type PortOptions, TapPort, VhostPort } from "./ports.ts";
+import { featureNames } from "../virtio/features.ts";
+export type { PortOptions };
 
 const log = logger("switch");
 
@@ -33,6 +35,14 @@ export interface PortStats {
   target: string;
   /** Whether a frontend is connected (a TAP always is). */
   connected: boolean;
+  /** The offloads the port's options allow ("csum", "tso4", …). */
+  offloads: string[];
+  /**
+   * What the port negotiated: a guest's virtio features (VIRTIO 1.2 §5.1.3
+   * names, e.g. "CSUM", "GUEST_TSO4"; empty before SET_FEATURES), a TAP's
+   * TUNSETOFFLOAD flags ("TUN_F_CSUM", …).
+   */
+  negotiated: string[];
   /** The counters (see COUNTER_NAMES). */
   counters: Record<CounterName, number>;
 }
@@ -55,6 +65,19 @@ export interface SwitchEvent {
   portType: string;
   /** Why (disconnected, broken). */
   reason?: string;
+}
+
+const TUN_FLAG_NAMES: [number, string][] = [
+  [0x01, "TUN_F_CSUM"],
+  [0x02, "TUN_F_TSO4"],
+  [0x04, "TUN_F_TSO6"],
+  [0x08, "TUN_F_TSO_ECN"],
+  [0x20, "TUN_F_USO4"],
+  [0x40, "TUN_F_USO6"],
+];
+
+function tunFlagNames(flags: number): string[] {
+  return TUN_FLAG_NAMES.filter(([bit]) => (flags & bit) !== 0).map(([, n]) => n);
 }
 
 /** A running switch. */
@@ -130,7 +153,7 @@ export class Switch {
   }
 
   /** Adds a vhost-user port in server mode: creates `path` and waits for a frontend. */
-  async addVhostServer(name: string, path: string): Promise<VhostPort> {
+  async addVhostServer(name: string, path: string, options: PortOptions = {}): Promise<VhostPort> {
     const port = new VhostPort(
       this.#nextId(name),
       name,
@@ -138,6 +161,7 @@ export class Switch {
       path,
       false,
       this.#reactor,
+      options,
     );
     this.#ports.set(name, port);
     this.#wire(port);
@@ -153,7 +177,7 @@ export class Switch {
   }
 
   /** Adds a vhost-user port in client mode: connects to `path`, reconnecting when it goes away. */
-  async addVhostClient(name: string, path: string): Promise<VhostPort> {
+  async addVhostClient(name: string, path: string, options: PortOptions = {}): Promise<VhostPort> {
     const port = new VhostPort(
       this.#nextId(name),
       name,
@@ -161,6 +185,7 @@ export class Switch {
       path,
       true,
       this.#reactor,
+      options,
     );
     this.#ports.set(name, port);
     this.#wire(port);
@@ -170,8 +195,8 @@ export class Switch {
   }
 
   /** Adds a host TAP port (created if missing, link set up). */
-  async addTap(name: string, ifname = name): Promise<TapPort> {
-    const port = new TapPort(this.#nextId(name), name, this.#dataplane, ifname);
+  async addTap(name: string, ifname = name, options: PortOptions = {}): Promise<TapPort> {
+    const port = new TapPort(this.#nextId(name), name, this.#dataplane, ifname, options);
     this.#ports.set(name, port);
     this.#wire(port);
     try {
@@ -223,6 +248,12 @@ export class Switch {
       type: p.type,
       target: p.target,
       connected: p.connected,
+      offloads: p instanceof VhostPort || p instanceof TapPort ? [...p.offloads] : [],
+      negotiated: p instanceof VhostPort
+        ? featureNames(p.device.features)
+        : p instanceof TapPort
+        ? tunFlagNames(p.tunFlags)
+        : [],
       counters: readCounters(this.#dataplane.counters, p.id),
     }));
   }

@@ -15,7 +15,9 @@ import { eventfdRead } from "../../ffi/eventfd.ts";
 import { EPOLLIN } from "../../ffi/constants.ts";
 import { GuestMemory } from "../virtio/guest_memory.ts";
 import { SplitRing } from "../virtio/split_ring.ts";
-import { DpPort, Engine, PortKind } from "./engine.ts";
+import { Engine } from "./engine.ts";
+import { DpPort, guestEgressCaps, guestIngressCaps, PortKind } from "./dp_port.ts";
+import { MAX_GSO_FRAME } from "./frame.ts";
 import { Fdb } from "./fdb.ts";
 import { C, COUNTERS_PER_PORT } from "./counters.ts";
 import { CaptureProducer } from "./capture_ring.ts";
@@ -92,6 +94,8 @@ function execute(cmd: Command): Reply["result"] {
       return;
     case "addPort": {
       const p = new DpPort(cmd.id, cmd.kind, cmd.name, cmd.maxFrame, cmd.fd);
+      p.ingressCaps = cmd.ingressCaps;
+      p.egressCaps = cmd.egressCaps;
       counters.fill(0, p.cbase, p.cbase + COUNTERS_PER_PORT);
       engine.add(p);
       if (p.kind === PortKind.TAP) epoll.add(p.fd, EPOLLIN, TOKEN_TAP + p.id);
@@ -132,11 +136,14 @@ function execute(cmd: Command): Reply["result"] {
         s.used,
         s.base,
         s.indirect,
-        s.hdrLen + p.maxFrame,
+        // A GSO frame may be longer than the MTU (CHECKLIST 21, 35: the parser bounds it).
+        s.hdrLen + Math.max(p.maxFrame, MAX_GSO_FRAME),
         s.eventIdx,
       );
       p.hdrLen = s.hdrLen;
       p.mergeable = s.mergeable;
+      p.ingressCaps = guestIngressCaps(s.features);
+      p.egressCaps = guestEgressCaps(s.features);
       if (s.q === 0) {
         p.rx = ring;
         p.rxKnown = 0;

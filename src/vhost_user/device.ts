@@ -134,9 +134,15 @@ export class VhostUserDevice {
   #mem: MemoryTable | null = null;
   #vrings: Vring[] = Array.from({ length: NUM_RINGS }, freshVring);
 
+  /**
+   * @param backend the dataplane side of this port
+   * @param log the port's logger
+   * @param offered the virtio features this port offers (its offload options)
+   */
   constructor(
     readonly backend: DeviceBackend,
     readonly log: Logger,
+    readonly offered: bigint = OFFERED_FEATURES,
   ) {}
 
   /** True if REPLY_ACK was negotiated and this message asks for an ack. */
@@ -179,11 +185,11 @@ export class VhostUserDevice {
     switch (msg.request) {
       case Request.GET_FEATURES:
         this.#size(msg, 0);
-        return u64Payload(OFFERED_FEATURES);
+        return u64Payload(this.offered);
       case Request.SET_FEATURES: {
         this.#size(msg, U64_SIZE);
         const f = view.getBigUint64(0, true);
-        if (f & ~OFFERED_FEATURES) {
+        if (f & ~this.offered) {
           throw new ProtocolError(`Cannot set features 0x${f.toString(16)}: not offered`);
         }
         this.features = f;
@@ -467,6 +473,7 @@ export class VhostUserDevice {
       mergeable: has(this.features, VIRTIO_NET_F_MRG_RXBUF),
       indirect: has(this.features, VIRTIO_RING_F_INDIRECT_DESC),
       eventIdx: has(this.features, VIRTIO_RING_F_EVENT_IDX),
+      features: this.features,
     });
     v.running = true;
     this.log.debug`Ring ${index} started: size ${v.size}, base ${v.base}`;

@@ -117,8 +117,8 @@ const featuresArb = fc.oneof(
       bits.reduce((a, b) => a | (1n << b), 0n)
     ),
   },
-  // A bit we never offered (CSUM, CTRL_VQ, RING_PACKED) or anything: item 14.
-  { weight: 1, arbitrary: fc.constantFrom(1n << 0n, 1n << 17n, 1n << 34n, 2n ** 64n - 1n) },
+  // A bit we never offered (MQ, CTRL_VQ, RING_PACKED) or anything: item 14.
+  { weight: 1, arbitrary: fc.constantFrom(1n << 22n, 1n << 17n, 1n << 34n, 2n ** 64n - 1n) },
   { weight: 1, arbitrary: u64Arb },
 );
 

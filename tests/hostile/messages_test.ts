@@ -420,11 +420,11 @@ const cases: Case[] = [
   },
   {
     item: 14,
-    name: "SET_FEATURES with a bit we did not offer (CSUM)",
+    name: "SET_FEATURES with a bit we did not offer (MQ)",
     run: async (s) => {
       const c = s.raw();
-      c.send(Req.SET_FEATURES, u64(1n | (1n << BigInt(F.VERSION_1))));
-      await s.closedWith(c, /features 0x100000001: not offered/);
+      c.send(Req.SET_FEATURES, u64((1n << 22n) | (1n << BigInt(F.VERSION_1))));
+      await s.closedWith(c, /features 0x100400000: not offered/);
     },
   },
   {

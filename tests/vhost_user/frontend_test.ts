@@ -45,7 +45,12 @@ Deno.test({
     ) {
       assert(f & (1n << BigInt(bit)), `feature ${bit} offered`);
     }
-    assertEquals(f & 1n, 0n, "CSUM not offered (no offloads yet)");
+    // Every offload by default: CSUM, GUEST_CSUM, GUEST_TSO4/6, GUEST_ECN, HOST_TSO4/6,
+    // HOST_ECN (bits 0, 1, 7, 8, 9, 11, 12, 13) and the USO trio (54, 55, 56).
+    for (const bit of [0, 1, 7, 8, 9, 11, 12, 13, 54, 55, 56]) {
+      assert(f & (1n << BigInt(bit)), `offload feature ${bit} offered`);
+    }
+    assertEquals(f & ((1n << 10n) | (1n << 14n)), 0n, "UFO (deprecated) not offered");
     assertEquals(f & (1n << 22n), 0n, "MQ feature not offered");
     c.send(Req.GET_PROTOCOL_FEATURES);
     const pf = new DataView((await c.reply()).payload.buffer).getBigUint64(0, true);
@@ -57,6 +62,22 @@ Deno.test({
     c.send(Req.GET_QUEUE_NUM);
     assertEquals(new DataView((await c.reply()).payload.buffer).getBigUint64(0, true), 1n);
     c.send(Req.SET_OWNER, undefined, [], 1 | 8);
+    // Offloads are per port: none, or a chosen few (with their §5.1.3.1 dependencies).
+    await sw.addVhostServer("none", `${dir}/none.sock`, { offloads: [] });
+    await sw.addVhostServer("some", `${dir}/some.sock`, { offloads: ["tso4", "ecn"] });
+    const offered = async (name: string) => {
+      const r = RawFrontend.connect(`${dir}/${name}.sock`);
+      r.send(Req.GET_FEATURES);
+      const v = new DataView((await r.reply()).payload.buffer).getBigUint64(0, true);
+      r.close();
+      return v;
+    };
+    const offloadBits = (v: bigint) =>
+      [0, 1, 7, 8, 9, 11, 12, 13, 54, 55, 56].filter((b) => (v & (1n << BigInt(b))) !== 0n);
+    assertEquals(offloadBits(await offered("none")), [], "offloads: [] offers none");
+    assertEquals(offloadBits(await offered("some")), [], "tso4 without csum offers nothing");
+    await sw.addVhostServer("csum", `${dir}/csum.sock`, { offloads: ["csum", "tso4", "ecn"] });
+    assertEquals(offloadBits(await offered("csum")), [0, 1, 7, 9, 11, 13]);
     const ack = await c.reply();
     assertEquals([
       ack.request,
@@ -67,7 +88,7 @@ Deno.test({
       4,
       0n,
     ]);
-    c.send(Req.SET_FEATURES, u64(1n << 0n)); // CSUM was not offered
+    c.send(Req.SET_FEATURES, u64(1n << 22n)); // MQ was not offered
     assert(await c.closedByPeer(), "features we did not offer close the connection");
     c.close();
   },

@@ -1,0 +1,110 @@
+/**
+ * A port as the dataplane worker sees it: its rings or TAP fd, what it
+ * negotiated, and where its counters live. One class for both kinds keeps
+ * every call site monomorphic.
+ *
+ * @module
+ */
+
+import type { GuestMemory } from "../virtio/guest_memory.ts";
+import type { SplitRing } from "../virtio/split_ring.ts";
+import { NET_HDR_SIZE } from "../virtio/net_header.ts";
+import {
+  OFFLOAD_CSUM,
+  OFFLOAD_ECN,
+  OFFLOAD_TSO4,
+  OFFLOAD_TSO6,
+  OFFLOAD_USO4,
+  OFFLOAD_USO6,
+} from "../net/offload.ts";
+import {
+  has,
+  VIRTIO_NET_F_CSUM,
+  VIRTIO_NET_F_GUEST_CSUM,
+  VIRTIO_NET_F_GUEST_ECN,
+  VIRTIO_NET_F_GUEST_TSO4,
+  VIRTIO_NET_F_GUEST_TSO6,
+  VIRTIO_NET_F_GUEST_USO4,
+  VIRTIO_NET_F_GUEST_USO6,
+  VIRTIO_NET_F_HOST_ECN,
+  VIRTIO_NET_F_HOST_TSO4,
+  VIRTIO_NET_F_HOST_TSO6,
+  VIRTIO_NET_F_HOST_USO,
+} from "../virtio/features.ts";
+import { COUNTERS_PER_PORT } from "./counters.ts";
+
+/** Port kinds. */
+export const PortKind = { VHOST: 0, TAP: 1 } as const;
+
+/** A port in the dataplane. */
+export class DpPort {
+  /** Guest memory (vhost ports with a memory table). */
+  mem: GuestMemory | null = null;
+  /** The guest's RX ring (we write), queue 0. */
+  rx: SplitRing | null = null;
+  /** The guest's TX ring (we read), queue 1. */
+  tx: SplitRing | null = null;
+  /** Call eventfds per queue (-1: none). */
+  callRx = -1;
+  callTx = -1;
+  /** virtio-net header size the guest negotiated (10 or 12). */
+  hdrLen = NET_HDR_SIZE;
+  /** MRG_RXBUF negotiated. */
+  mergeable = false;
+  /** RX chains known to be available beyond those taken (read lazily). */
+  rxKnown = 0;
+  /** Stopped after a fault; the others keep forwarding. */
+  broken = false;
+  /**
+   * Offloads (OFFLOAD_* bits) this port may send us: a guest's CSUM and
+   * HOST_* features, the TAP's TUNSETOFFLOAD flags. Anything else in its
+   * virtio-net headers is dropped (CHECKLIST 34).
+   */
+  ingressCaps = 0;
+  /**
+   * Offloads this port can take as they are: a guest's GUEST_* features,
+   * what the TAP's kernel accepts. Frames needing more are completed or
+   * segmented in software for this port.
+   */
+  egressCaps = 0;
+  /** First counter slot. */
+  readonly cbase: number;
+
+  constructor(
+    /** Port id (counter slot, FDB value). */
+    readonly id: number,
+    /** PortKind. */
+    readonly kind: number,
+    /** Name, for reports. */
+    readonly name: string,
+    /** Largest frame (Ethernet header included) this port sends or takes whole. */
+    public maxFrame: number,
+    /** TAP fd (-1 for vhost). */
+    readonly fd = -1,
+  ) {
+    this.cbase = id * COUNTERS_PER_PORT;
+  }
+}
+
+/** What a guest with `features` may send us (VIRTIO 1.2 §5.1.3: CSUM, HOST_*). */
+export function guestIngressCaps(features: bigint): number {
+  if (!has(features, VIRTIO_NET_F_CSUM)) return 0;
+  let c = OFFLOAD_CSUM;
+  if (has(features, VIRTIO_NET_F_HOST_TSO4)) c |= OFFLOAD_TSO4;
+  if (has(features, VIRTIO_NET_F_HOST_TSO6)) c |= OFFLOAD_TSO6;
+  if (has(features, VIRTIO_NET_F_HOST_ECN)) c |= OFFLOAD_ECN;
+  if (has(features, VIRTIO_NET_F_HOST_USO)) c |= OFFLOAD_USO4 | OFFLOAD_USO6;
+  return c;
+}
+
+/** What a guest with `features` can receive (GUEST_CSUM, GUEST_*). */
+export function guestEgressCaps(features: bigint): number {
+  if (!has(features, VIRTIO_NET_F_GUEST_CSUM)) return 0;
+  let c = OFFLOAD_CSUM;
+  if (has(features, VIRTIO_NET_F_GUEST_TSO4)) c |= OFFLOAD_TSO4;
+  if (has(features, VIRTIO_NET_F_GUEST_TSO6)) c |= OFFLOAD_TSO6;
+  if (has(features, VIRTIO_NET_F_GUEST_ECN)) c |= OFFLOAD_ECN;
+  if (has(features, VIRTIO_NET_F_GUEST_USO4)) c |= OFFLOAD_USO4;
+  if (has(features, VIRTIO_NET_F_GUEST_USO6)) c |= OFFLOAD_USO6;
+  return c;
+}
