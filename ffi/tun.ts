@@ -14,11 +14,11 @@ import {
   O_CLOEXEC,
   O_NONBLOCK,
   O_RDWR,
+  TUN_F_USO4,
+  TUN_F_USO6,
   TUNSETIFF,
   TUNSETOFFLOAD,
   TUNSETVNETHDRSZ,
-  TUN_F_USO4,
-  TUN_F_USO6,
 } from "./constants.ts";
 import { IFREQ } from "./structs.ts";
 

@@ -30,18 +30,8 @@ import {
   NET_HDR_SIZE,
   VIRTIO_NET_HDR_F_DATA_VALID,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
-  VIRTIO_NET_HDR_GSO_ECN,
-  VIRTIO_NET_HDR_GSO_TCPV4,
-  VIRTIO_NET_HDR_GSO_TCPV6,
 } from "../virtio/net_header.ts";
-import {
-  OFFLOAD_CSUM,
-  OFFLOAD_ECN,
-  OFFLOAD_TSO4,
-  OFFLOAD_TSO6,
-  OFFLOAD_USO4,
-  OFFLOAD_USO6,
-} from "../net/offload.ts";
+import { EgressAction, egressAction, OFFLOAD_CSUM } from "../net/offload.ts";
 import { completeChecksum, segmentCount, segmentFrameLen, writeSegment } from "../net/segment.ts";
 import { C } from "./counters.ts";
 import { type DpPort, PortKind } from "./dp_port.ts";
@@ -128,30 +118,22 @@ export class Egress {
       return;
     }
     const h = f.hdr;
-    const gso = h.gsoType & ~VIRTIO_NET_HDR_GSO_ECN;
-    if (gso !== 0) {
-      let need = gso === VIRTIO_NET_HDR_GSO_TCPV4
-        ? OFFLOAD_TSO4
-        : gso === VIRTIO_NET_HDR_GSO_TCPV6
-        ? OFFLOAD_TSO6
-        : f.pkt.ipVersion === 4
-        ? OFFLOAD_USO4
-        : OFFLOAD_USO6;
-      if ((h.gsoType & VIRTIO_NET_HDR_GSO_ECN) !== 0) need |= OFFLOAD_ECN;
-      if ((q.egressCaps & need) === need) {
-        this.#whole(q, f, h.flags, h.gsoType, h.hdrLen, h.gsoSize, h.csumStart, h.csumOffset);
-      } else {
-        this.#segment(q, f);
-      }
+    const action = egressAction(h, f.pkt, q.egressCaps);
+    if (action === EgressAction.SEGMENT) {
+      this.#segment(q, f);
       return;
     }
-    // NEEDS_CSUM without GSO.
-    if (len > q.maxFrame) {
+    // A checksum-only frame is a plain frame in size; a GSO frame passed whole is bounded
+    // by its IP length (the parser checked it) and its segments by gso_size.
+    if (h.gsoType === 0 && len > q.maxFrame) {
       this.#c[q.cbase + C.dropTooBig]++;
       return;
     }
-    if ((q.egressCaps & OFFLOAD_CSUM) !== 0) {
-      this.#whole(q, f, h.flags, 0, h.hdrLen, 0, h.csumStart, h.csumOffset);
+    if (action === EgressAction.PASS) {
+      // Rebuilt from validated values (item 39): flags are NEEDS_CSUM only (ingress.ts), and
+      // hdr_len, a hint the receiver may act on, is the exact L2–L4 length for GSO, else 0.
+      const hdrLen = h.gsoType !== 0 ? f.pkt.payloadOff : 0;
+      this.#whole(q, f, h.flags, h.gsoType, hdrLen, h.gsoSize, h.csumStart, h.csumOffset);
     } else {
       this.#completed(q, f);
     }
@@ -176,7 +158,9 @@ export class Egress {
       this.#rxHeader(q, chains, flags, gsoType, hdrLen, gsoSize, csumStart, csumOffset);
       copySegments(this.#dst, q.hdrLen, f.segs, f.pos, len);
       this.#commit(q, chains, need);
-    } else if (!this.#tapWrite(q, f.segs, f.pos, len, flags, gsoType, hdrLen, gsoSize, csumStart, csumOffset)) {
+    } else if (
+      !this.#tapWrite(q, f.segs, f.pos, len, flags, gsoType, hdrLen, gsoSize, csumStart, csumOffset)
+    ) {
       return;
     }
     this.#c[q.cbase + C.txPackets]++;

@@ -46,7 +46,7 @@ export function parseFrame(f: Frame, caps: number, maxFrame: number, fromKernel:
   const len = f.len;
   if (len < ETH_HLEN) return C.dropRunt; // includes chains no longer than the header (item 22)
   const h = f.hdr;
-  h.read(f.segs, 0);
+  h.read(f.segs, 0, f.pos);
   readMacs(f);
   let flags = h.flags;
   f.dataValid = false;

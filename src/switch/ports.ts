@@ -9,7 +9,14 @@
 import type { Logger } from "@logtape/logtape";
 import { acceptUnix, connectUnix, listenUnix } from "../../ffi/socket.ts";
 import { closeFd, unlinkIfExists } from "../../ffi/io.ts";
-import { getMtu, openTap, setLinkUp, setOffloadBest, setVnetHdrSize, type Tap } from "../../ffi/tun.ts";
+import {
+  getMtu,
+  openTap,
+  setLinkUp,
+  setOffloadBest,
+  setVnetHdrSize,
+  type Tap,
+} from "../../ffi/tun.ts";
 import {
   TUN_F_CSUM,
   TUN_F_TSO4,
@@ -24,7 +31,7 @@ import { type DeviceBackend, VhostUserDevice } from "../vhost_user/device.ts";
 import type { MappedRegion } from "../vhost_user/memory_table.ts";
 import type { Reactor } from "../vhost_user/reactor.ts";
 import { ETH_OVERHEAD, NET_HDR_SIZE } from "../virtio/net_header.ts";
-import { OFFLOAD_NAMES, offeredFeatures, type OffloadName } from "../virtio/features.ts";
+import { offeredFeatures, OFFLOAD_NAMES, type OffloadName } from "../virtio/features.ts";
 import {
   OFFLOAD_CSUM,
   OFFLOAD_ECN,

@@ -78,7 +78,13 @@ export const BASE_FEATURES: bigint = bit(VIRTIO_F_VERSION_1) |
  * "csum" is the base of the others (§5.1.3.1: TSO needs CSUM / GUEST_CSUM,
  * ECN needs TSO), so a set without it offers no offload at all.
  */
-export const OFFLOAD_FEATURES = {
+export const OFFLOAD_FEATURES: {
+  readonly csum: bigint;
+  readonly tso4: bigint;
+  readonly tso6: bigint;
+  readonly ecn: bigint;
+  readonly uso: bigint;
+} = {
   csum: bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM),
   tso4: bit(VIRTIO_NET_F_HOST_TSO4) | bit(VIRTIO_NET_F_GUEST_TSO4),
   tso6: bit(VIRTIO_NET_F_HOST_TSO6) | bit(VIRTIO_NET_F_GUEST_TSO6),
