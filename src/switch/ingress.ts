@@ -46,10 +46,23 @@ export function parseFrame(f: Frame, caps: number, maxFrame: number, fromKernel:
   const len = f.len;
   if (len < ETH_HLEN) return C.dropRunt; // includes chains no longer than the header (item 22)
   const h = f.hdr;
-  h.read(f.segs, 0, f.pos);
+  const segs = f.segs;
   readMacs(f);
-  let flags = h.flags;
   f.dataValid = false;
+  // Fast path for plain frames (what every guest without offloads sends): flags and
+  // gso_type are both 0, so the other eight header bytes mean nothing and are not read.
+  // Anything else reads the whole header once into `h`, and only `h` is used from then
+  // on, so a guest rewriting its header between the two loads gains nothing (item 24).
+  if (segs.lens[0] >= 2) {
+    const v = segs.views[0], o = segs.offs[0];
+    if ((v[o] | v[o + 1]) === 0) {
+      h.clear();
+      f.offload = false;
+      return len > maxFrame ? C.dropTooBig : PARSE_OK;
+    }
+  }
+  h.read(segs, 0, f.pos);
+  let flags = h.flags;
   if (fromKernel && (flags & VIRTIO_NET_HDR_F_DATA_VALID) !== 0) {
     f.dataValid = true;
     flags &= ~VIRTIO_NET_HDR_F_DATA_VALID;
