@@ -11,7 +11,8 @@
  * guests of 256 MiB (the busybox image with iperf3). The rigs are in
  * bench/iperf_rigs.ts. Results: a Markdown table on stdout and
  * bench/results/iperf-<time>.json + iperf-latest.json, with vswitch's
- * counters after its runs (whatever its `--stats` table shows).
+ * ports after its runs: every counter by name and what each port negotiated
+ * (from its control API, or its `--stats` table where it has none).
  *
  * `deno task bench:iperf [vswitch|bridge|dpdk …] [--seconds 5] [--runs 2]`
  *
@@ -31,6 +32,7 @@ import {
   GUESTS,
   HOST_IP,
   type Rig,
+  type SwitchReport,
   vswitchRig,
 } from "./iperf_rigs.ts";
 
@@ -158,7 +160,7 @@ async function runSystem(
   img: GuestImage,
   dir: string,
   cleanup: Cleanup,
-  report: { rows: Row[]; counters: unknown; notes: string[] },
+  report: { rows: Row[]; counters: SwitchReport | undefined; notes: string[] },
 ): Promise<void> {
   const sub = `${dir}/${system}`;
   Deno.mkdirSync(sub);
@@ -183,7 +185,7 @@ async function runSystem(
     if (system === "vswitch") {
       // The --stats table prints every 2 s: let one more come after the last run.
       await new Promise((r) => setTimeout(r, 2500));
-      report.counters = rig.counters();
+      report.counters = await rig.counters();
     }
   } catch (e) {
     const why = (e as Error).message.split("\n")[0];
@@ -231,14 +233,16 @@ function table(rows: Row[]): string {
   return [line(head), line(widths.map((w) => "-".repeat(w))), ...body.map(line)].join("\n");
 }
 
-/** vswitch's counters as a small table (every column the switch printed). */
-function counterTable(counters: Record<string, Record<string, string>>): string {
-  const cols = [...new Set(Object.values(counters).flatMap((c) => Object.keys(c)))];
-  return [
-    cols.join(" | "),
-    ...Object.values(counters).map((c) => cols.map((k) => c[k] ?? "").join(" | ")),
-  ]
-    .join("\n");
+/** vswitch's ports: non-zero counters, offers and negotiated features. */
+function portLines(r: SwitchReport): string {
+  return Object.entries(r.ports).map(([name, p]) =>
+    `${name}: ${
+      Object.entries(p.counters).filter(([, v]) => v !== 0 && v !== "0" && v !== "")
+        .map(([k, v]) => `${k}=${v}`).join(" ")
+    }${p.offloads ? `\n  offers: ${p.offloads.join(",") || "none"}` : ""}${
+      p.features ? `\n  negotiated: ${p.features.join(",") || "none"}` : ""
+    }`
+  ).join("\n");
 }
 
 if (Deno.uid() !== 0) {
@@ -273,7 +277,7 @@ const report = {
     `direction after a 1 s warm-up; TCG guests, 256 MiB, 1 vCPU; the receiver's rate`,
   command: `deno task bench:iperf${Deno.args.length ? " " + Deno.args.join(" ") : ""}`,
   rows: [] as Row[],
-  counters: undefined as unknown,
+  counters: undefined as SwitchReport | undefined,
   notes: [] as string[],
   seconds: 0,
 };
@@ -310,9 +314,7 @@ console.log(`\n${table(report.rows)}\n`);
 for (const r of report.rows) for (const e of r.errors) console.log(`${r.system} ${r.title}: ${e}`);
 if (report.counters) {
   console.log(
-    `vswitch counters after its runs (--stats):\n${
-      counterTable(report.counters as Record<string, Record<string, string>>)
-    }\n`,
+    `vswitch after its runs (${report.counters.source}):\n${portLines(report.counters)}\n`,
   );
 }
 for (const n of report.notes) console.log(`note: ${n}`);

@@ -45,10 +45,21 @@ export interface Rig {
   guests: Partial<Record<GuestKind, QemuGuest>>;
   /** The host side. */
   ns: NetNs;
-  /** Counters the system exposes after the runs (vswitch: its --stats table), or undefined. */
-  counters(): Record<string, Record<string, string>> | undefined;
+  /** What the system tells about its ports after the runs (vswitch only), or undefined. */
+  counters(): Promise<SwitchReport | undefined>;
   /** What was special about this setup, for the report. */
   notes: string[];
+}
+
+/** vswitch's ports after the runs: every counter, and what each port offers and negotiated. */
+export interface SwitchReport {
+  /** Where it came from: the control API (`ports --json`) or the last `--stats` table. */
+  source: string;
+  ports: Record<string, {
+    counters: Record<string, number | string>;
+    offloads?: string[];
+    features?: string[];
+  }>;
 }
 
 /** Undo steps, run in reverse order; each one's failure is reported, none stops the rest. */
@@ -148,6 +159,47 @@ function startPermissions(): string[] {
   return config.tasks.start.split(/\s+/).filter((a) => a.startsWith("--allow-"));
 }
 
+/**
+ * vswitch's ports from its control API (`main.ts ports --json`: every counter by name, so the
+ * ones added later show up too), or, where the CLI has no control API, its last `--stats` table.
+ */
+async function switchReport(
+  cli: string,
+  control: string,
+  statsOutput: string,
+): Promise<SwitchReport | undefined> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", ...startPermissions(), cli, "ports", "--json"],
+    env: { DENO_NO_UPDATE_CHECK: "1", VSWITCH_CONTROL: control },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  try {
+    if (!out.success) throw new Error("no control API");
+    const list = JSON.parse(new TextDecoder().decode(out.stdout)) as {
+      name: string;
+      counters: Record<string, number>;
+      offloads?: string[];
+      features?: string[];
+    }[];
+    return {
+      source: "control API (ports --json)",
+      ports: Object.fromEntries(
+        list.map((
+          p,
+        ) => [p.name, { counters: p.counters, offloads: p.offloads, features: p.features }]),
+      ),
+    };
+  } catch {
+    const table = lastStatsTable(statsOutput);
+    if (!table) return undefined;
+    return {
+      source: "--stats table",
+      ports: Object.fromEntries(Object.entries(table).map(([n, c]) => [n, { counters: c }])),
+    };
+  }
+}
+
 /** vswitch: the CLI in its own process. */
 export async function vswitchRig(
   cleanup: Cleanup,
@@ -206,7 +258,7 @@ export async function vswitchRig(
   return {
     guests,
     ns,
-    counters: () => lastStatsTable(out),
+    counters: () => switchReport(cli, `${dir}/control.sock`, out),
     notes: [
       `vswitch: src/cli/main.ts ${kinds.map((k) => `--vhost ${k}=DIR/${k}.sock`).join(" ")} ` +
       `--tap ${tap} --stats 2`,
@@ -254,7 +306,7 @@ export async function bridgeRig(
   return {
     guests,
     ns,
-    counters: () => undefined,
+    counters: () => Promise.resolve(undefined),
     notes: [
       `bridge: ${br}, guest TAPs (vhost=off), veth ${vb} -> ${vn} in ${ns.name}` +
       (nf ? `; bridge-nf-call-iptables=${nf} (left as the machine has it)` : ""),
@@ -298,7 +350,7 @@ export async function dpdkRig(
   return {
     guests,
     ns,
-    counters: () => undefined,
+    counters: () => Promise.resolve(undefined),
     notes: [
       `dpdk: testpmd ${vdevs.map((v) => v.replace(dir, "DIR")).join(" ")} --forward-mode=io; ` +
       `the host path's guest port has no tso=1 (net_tap drops io-forwarded GSO frames)`,
