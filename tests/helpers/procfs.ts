@@ -43,3 +43,56 @@ export function rssKiB(pid: Pid = "self"): number {
   const m = Deno.readTextFileSync(`/proc/${pid}/status`).match(/VmRSS:\s+(\d+) kB/);
   return Number(m![1]);
 }
+
+/**
+ * The kinds of fd a vhost-user connection can make the switch hold, plus
+ * the rest. Read from the /proc link target: "anon_inode:[eventfd]",
+ * "socket:[N]", "/memfd:NAME (deleted)", "anon_inode:[eventpoll]",
+ * "pipe:[N]"; anything else (a file, /dev/null, the runtime's caches) is
+ * "other".
+ */
+export type FdKind = "eventfd" | "socket" | "memfd" | "epoll" | "pipe" | "other";
+
+/** The kind of one fd from its link target. */
+export function fdKind(target: string): FdKind {
+  if (target === "anon_inode:[eventfd]") return "eventfd";
+  if (target.startsWith("socket:[")) return "socket";
+  if (target.startsWith("/memfd:")) return "memfd";
+  if (target === "anon_inode:[eventpoll]") return "epoll";
+  if (target.startsWith("pipe:[")) return "pipe";
+  return "other";
+}
+
+/** Open fds of `pid` counted by kind. */
+export function fdKinds(pid: Pid = "self"): Record<FdKind, number> {
+  const out = { eventfd: 0, socket: 0, memfd: 0, epoll: 0, pipe: 0, other: 0 };
+  for (const target of fdTargets(pid).values()) out[fdKind(target)]++;
+  return out;
+}
+
+/**
+ * The runtime's own shared mappings: Deno's SQLite caches map their
+ * write-ahead-log index ("…_cache_v2-shm") shared, and SQLite may remap it.
+ * No connection can cause those.
+ */
+const RUNTIME_SHM = /\/deno\/[a-z0-9_]+_cache_v\d+(-shm)?$/;
+
+/**
+ * Shared mappings of files (memfds, hugepage files, any other file a
+ * frontend passed in), by inode → their maps lines: what a connection's
+ * memory table leaves behind if it is not unmapped. Private and anonymous
+ * memory (the V8 heap, code space, malloc arenas, thread stacks) is not
+ * here: it comes and goes with the runtime, not with connections.
+ */
+export function sharedFileMappings(pid: Pid = "self"): Map<number, string[]> {
+  const out = new Map<number, string[]>();
+  for (const line of mapsLines(pid)) {
+    const f = line.split(/\s+/);
+    const inode = Number(f[4]);
+    if (f[1][3] !== "s" || inode === 0 || RUNTIME_SHM.test(f.slice(5).join(" "))) continue;
+    const lines = out.get(inode);
+    if (lines) lines.push(line);
+    else out.set(inode, [line]);
+  }
+  return out;
+}
