@@ -56,7 +56,8 @@ Deno.test({
     const perf = await g1.run("iperf3 -c 10.0.0.2 -t 3 -f m", 60_000);
     assertEquals(perf.code, 0, `iperf3:\n${perf.output}`);
     const mbits = Number(perf.output.match(/([\d.]+) Mbits\/sec\s+\d*\s*sender/)?.[1] ?? 0);
-    assert(mbits > 1, `iperf3 guest1 -> guest2 moved data: ${mbits} Mbit/s\n${perf.output}`);
+    // Data moved at all (a TCG guest's rate depends on the machine; speed is in bench/).
+    assert(mbits > 0, `iperf3 guest1 -> guest2 moved data: ${mbits} Mbit/s\n${perf.output}`);
     console.log(`iperf3 guest -> guest through the switch: ${mbits} Mbit/s`);
 
     const fdb = await sw.fdb();
@@ -93,13 +94,14 @@ Deno.test({
     await first.exited();
     await first.stop();
     const port = sw.port("vm1")!;
-    for (let i = 0; i < 50 && port.connected; i++) await new Promise((r) => setTimeout(r, 100));
+    // Generous waits (30 s): how long a loaded machine takes, not what is asserted.
+    for (let i = 0; i < 300 && port.connected; i++) await new Promise((r) => setTimeout(r, 100));
     assertEquals(port.connected, false, "the switch noticed QEMU died");
 
     await Deno.remove(sock).catch(() => {});
     await using second = guest("vm1", dir, 1, img, { server: true });
     await second.boot();
-    for (let i = 0; i < 50 && !port.connected; i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 300 && !port.connected; i++) await new Promise((r) => setTimeout(r, 100));
     assert(port.connected, "the switch reconnected to the new QEMU");
     const again = await second.run("ping -c 3 -W 3 10.0.0.254");
     assertEquals(again.code, 0, `ping after QEMU restart:\n${again.output}`);

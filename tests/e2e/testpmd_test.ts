@@ -14,6 +14,18 @@ import { Testpmd, testpmdUnavailable } from "../helpers/dpdk.ts";
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Polls `done` until it holds; throws after `ms`. The bound is on how long
+ * to wait for something that must happen, not on how fast the machine is.
+ */
+async function waitUntil(what: string, done: () => Promise<boolean> | boolean, ms = 60_000) {
+  const deadline = Date.now() + ms;
+  while (!(await done())) {
+    if (Date.now() > deadline) throw new Error(`Timed out after ${ms} ms waiting for ${what}`);
+    await sleep(200);
+  }
+}
+
 async function waitConnected(sw: Switch, names: string[]): Promise<void> {
   for (let i = 0; i < 100; i++) {
     if (names.every((n) => sw.port(n)?.connected)) break;
@@ -35,11 +47,21 @@ Deno.test({
     await gen.ready();
     await waitConnected(sw, ["a", "b"]);
     await gen.command("start tx_first 8");
-    await sleep(3000);
+    // A count, not a rate: however slow the machine, 10,000 frames each way must arrive.
+    await waitUntil("10,000 frames on each testpmd port", async () => {
+      const p = await gen.portStats();
+      return p[0].rxPackets > 10_000 && p[1].rxPackets > 10_000;
+    });
     await gen.command("stop");
-    await sleep(500); // the switch drains what testpmd had queued
-    const pmd = await gen.portStats();
-    const ours = Object.fromEntries(sw.stats().map((s) => [s.name, s.counters]));
+    // The switch drains what testpmd had queued when it stopped (waited for, not timed).
+    const counters = () => Object.fromEntries(sw.stats().map((s) => [s.name, s.counters]));
+    let pmd = await gen.portStats();
+    await waitUntil("the switch to take every frame testpmd sent", async () => {
+      pmd = await gen.portStats();
+      const o = counters();
+      return o.a.rxPackets === pmd[0].txPackets && o.b.rxPackets === pmd[1].txPackets;
+    }, 30_000).catch(() => {}); // the assertions below say what differs
+    const ours = counters();
     console.log(
       `testpmd port0 tx ${pmd[0].txPackets} rx ${pmd[0].rxPackets}; port1 tx ${
         pmd[1].txPackets
@@ -108,10 +130,10 @@ Deno.test({
     closeFd(fd);
     assertEquals(sw.port("bad")!.connected, false);
 
-    await sleep(1000);
+    // The loop keeps flowing: 10,000 more frames (a count; the wait bound is not a rate).
+    const rxA = () => sw.stats().find((s) => s.name === "a")!.counters.rxPackets;
+    await waitUntil("10,000 more frames from a", () => rxA() - before > 10_000);
     const stats = await gen.portStats();
-    const after = sw.stats().find((s) => s.name === "a")!.counters.rxPackets;
-    assert(after - before > 10_000, `the loop kept flowing: ${after - before} frames`);
     assert(sw.port("a")!.connected && sw.port("b")!.connected);
     assert(stats[0].rxPackets > 0);
     await gen.command("stop");

@@ -83,7 +83,9 @@ export class RawFrontend {
   }
 
   /** Reads one reply (polling, so an in-process switch keeps running). */
-  async reply(timeoutMs = 5000): Promise<{ request: number; flags: number; payload: Uint8Array }> {
+  async reply(
+    timeoutMs = 20_000,
+  ): Promise<{ request: number; flags: number; payload: Uint8Array }> {
     const hdr = await this.#read(12, timeoutMs);
     const v = new DataView(hdr.buffer);
     const payload = await this.#read(v.getUint32(8, true), timeoutMs);
@@ -111,7 +113,7 @@ export class RawFrontend {
   }
 
   /** True once the backend has closed the connection (within the timeout). */
-  async closedByPeer(timeoutMs = 3000): Promise<boolean> {
+  async closedByPeer(timeoutMs = 20_000): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     const buf = new Uint8Array(64);
     while (Date.now() < deadline) {
@@ -525,7 +527,7 @@ export class VirtioNetDriver {
   }
 
   /** Waits until `n` frames arrived (or the timeout); returns them. */
-  async receiveAtLeast(n: number, timeoutMs = 3000): Promise<Uint8Array[]> {
+  async receiveAtLeast(n: number, timeoutMs = 20_000): Promise<Uint8Array[]> {
     const out: Uint8Array[] = [];
     const deadline = Date.now() + timeoutMs;
     while (out.length < n && Date.now() < deadline) {

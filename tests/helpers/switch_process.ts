@@ -155,7 +155,7 @@ export class SwitchProcess {
    * `from`. JSON records quote interpolated strings; the quotes are dropped
    * before matching.
    */
-  async waitLog(re: RegExp, from = 0, timeoutMs = 5000): Promise<LogRecord> {
+  async waitLog(re: RegExp, from = 0, timeoutMs = 20_000): Promise<LogRecord> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       for (let i = from; i < this.logs.length; i++) {

@@ -25,6 +25,13 @@ export const BCAST = "ff:ff:ff:ff:ff:ff";
 const PUMP_TAG = 0x5a;
 const PUMP_LEN = 60;
 
+/**
+ * How long to wait for something that must happen (a frame, a counter, a
+ * disconnect). Generous: on a loaded 2-core machine a step can stall for
+ * seconds; only a switch that never does it should fail, never a slow one.
+ */
+export const WAIT_MS = 20_000;
+
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function isPump(f: Uint8Array): boolean {
@@ -74,7 +81,7 @@ class Pump {
   }
 
   /** Waits until `pred` holds for the extra frames at a (or the timeout). */
-  async extraAtA(pred: (f: Uint8Array) => boolean, timeoutMs = 3000): Promise<Uint8Array> {
+  async extraAtA(pred: (f: Uint8Array) => boolean, timeoutMs = WAIT_MS): Promise<Uint8Array> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const f = this.extraA.find(pred);
@@ -88,7 +95,7 @@ class Pump {
   async stop(): Promise<number> {
     this.#running = false;
     await this.#loop;
-    const deadline = Date.now() + 3000;
+    const deadline = Date.now() + WAIT_MS;
     while (this.got < this.sent && Date.now() < deadline) {
       this.#collect();
       await sleep(5);
@@ -189,7 +196,7 @@ export class Stage {
   }
 
   /** Waits until a counter grew by at least `n`; returns the growth. */
-  async until(port: string, counter: CounterName, n: number, timeoutMs = 3000): Promise<number> {
+  async until(port: string, counter: CounterName, n: number, timeoutMs = WAIT_MS): Promise<number> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const d = await this.delta(port, counter);
@@ -216,12 +223,18 @@ export class Stage {
     );
     this.pump.start();
     let exchanged;
+    const gotAtStart = this.pump.got;
     try {
       await fn(this);
+      // A case can be quicker than a pump round: wait (not time) for a few frames, sent
+      // while the attacker is still connected.
+      const until = Date.now() + WAIT_MS;
+      while (Date.now() < until && this.pump.got - gotAtStart < 4) await sleep(5);
     } finally {
       for (const c of this.#raws.splice(0)) c.close();
       for (const g of this.#guests.splice(0)) g.close();
-      for (let i = 0; i < 300 && await this.#connected("bad"); i++) await sleep(10);
+      const gone = Date.now() + WAIT_MS;
+      while (Date.now() < gone && await this.#connected("bad")) await sleep(10);
       exchanged = await this.pump.stop();
     }
     assert(this.sp.alive, `the switch process is up:\n${this.sp.dumpLogs(this.logFrom)}`);
@@ -231,7 +244,8 @@ export class Stage {
     assert(s.a.connected && s.b.connected, "the good guests are still connected");
     assertEquals(s.bad.connected, false, "the attacker is gone after the case");
     // fds and mappings: give the control plane a moment to finish the reset.
-    for (let i = 0; i < 100 && this.sp.fdCount() !== fds; i++) await sleep(10);
+    const settled = Date.now() + WAIT_MS;
+    while (Date.now() < settled && this.sp.fdCount() !== fds) await sleep(10);
     assertEquals(this.sp.fdCount(), fds, "no fd leaked");
     assertEquals(this.sp.maps("memfd:").length, maps, "no mapping leaked");
   }
