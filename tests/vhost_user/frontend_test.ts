@@ -11,6 +11,14 @@ import { openFdCount } from "../helpers/env.ts";
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const A = "02:00:00:00:00:01", B = "02:00:00:00:00:02";
 
+/** Waits (up to 20 s: a loaded machine, not a speed check) until port `name` has no frontend. */
+async function disconnected(sw: Switch, name: string): Promise<void> {
+  const until = Date.now() + 20_000;
+  while (Date.now() < until && sw.port(name)!.connected) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 async function pair(dir: string, a = {}, b = {}) {
   const sw = await Switch.create();
   await sw.addVhostServer("a", `${dir}/a.sock`);
@@ -180,9 +188,7 @@ Deno.test({
       assertEquals((await db.receiveAtLeast(5)).length, 5);
       assertEquals(await da.stopRings(), [0, 5], "RX untouched, TX consumed five");
       da.close();
-      for (let i = 0; i < 50 && sw.port("a")!.connected; i++) {
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      await disconnected(sw, "a");
       assertEquals(sw.port("a")!.connected, false);
       const again = await VirtioNetDriver.start(`${dir}/a.sock`, { regions: 2 });
       again.fillRx(16);
@@ -192,9 +198,7 @@ Deno.test({
       assertEquals((await again.receiveAtLeast(1))[0], ethFrame(A, B, 80));
       assertEquals((await db.receiveAtLeast(1))[0], ethFrame(B, A, 90));
       again.close();
-      for (let i = 0; i < 50 && sw.port("a")!.connected; i++) {
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      await disconnected(sw, "a");
       assert(openFdCount() <= fdsBefore, "the switch released the frontend's fds");
     } finally {
       db.close();
