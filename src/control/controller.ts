@@ -10,16 +10,17 @@
  */
 
 import { logger } from "../log.ts";
-import type { PortStats, Switch, SwitchEvent } from "../switch/switch.ts";
+import type { PortOptions, PortStats, Switch, SwitchEvent } from "../switch/switch.ts";
+import type { OffloadName } from "../virtio/features.ts";
 import { VhostPort } from "../switch/ports.ts";
-import { featureNames } from "../virtio/features.ts";
+import { featureNames, OFFLOAD_NAMES } from "../virtio/features.ts";
 import { ProtocolFeature } from "../vhost_user/protocol.ts";
 import { UserError } from "./errors.ts";
 
 const log = logger("control");
 
-/** Offload names for `--offloads` and the config file. */
-export const OFFLOAD_NAMES = ["csum", "tso4", "tso6", "ecn", "uso"] as const;
+/** Offload names for `--offloads` and the config file (the switch's own list). */
+export { OFFLOAD_NAMES };
 
 /** Port types. */
 export const PORT_TYPES = ["vhost-server", "vhost-client", "tap"] as const;
@@ -58,7 +59,10 @@ export interface PortInfo {
   state: string;
   connected: boolean;
   mtu: number;
+  /** Offloads the port's options allow. */
   offloads: string[];
+  /** What it negotiated: a guest's virtio features, a TAP's TUNSETOFFLOAD flags. */
+  negotiated: string[];
   features: string[];
   protocolFeatures: string[];
   queues: { index: number; name: string; size: number; enabled: boolean; running: boolean }[];
@@ -209,10 +213,13 @@ export class Controller {
     checkSpec(spec, [...this.#specs.values()].map((s) => s.spec));
     const s: PortSpec = { ...spec };
     if (s.offloads !== undefined) s.offloads = [...new Set(s.offloads)];
+    const options: PortOptions = s.offloads === undefined
+      ? {}
+      : { offloads: s.offloads as OffloadName[] };
     try {
-      if (s.type === "vhost-server") await this.sw.addVhostServer(s.name, s.path!);
-      else if (s.type === "vhost-client") await this.sw.addVhostClient(s.name, s.path!);
-      else await this.sw.addTap(s.name, s.ifname ?? s.name);
+      if (s.type === "vhost-server") await this.sw.addVhostServer(s.name, s.path!, options);
+      else if (s.type === "vhost-client") await this.sw.addVhostClient(s.name, s.path!, options);
+      else await this.sw.addTap(s.name, s.ifname ?? s.name, options);
     } catch (e) {
       throw new UserError(`${describeError(e)}`, { cause: e });
     }
@@ -251,7 +258,6 @@ export class Controller {
     if (!p) throw this.#unknown(name);
     const stats = this.sw.stats().find((s) => s.name === name)!;
     const entry = this.#specs.get(name);
-    const spec = entry?.spec;
     const vhost = p instanceof VhostPort ? p : null;
     const broken = this.#broken.has(name);
     const state = broken
@@ -271,7 +277,8 @@ export class Controller {
       state,
       connected: p.connected && !broken,
       mtu: p.mtu,
-      offloads: spec?.offloads ?? [...OFFLOAD_NAMES],
+      offloads: stats.offloads,
+      negotiated: stats.negotiated,
       features: vhost && p.connected ? featureNames(vhost.device.features) : [],
       protocolFeatures: vhost && p.connected ? protocolNames(vhost.device.protocolFeatures) : [],
       queues: vhost

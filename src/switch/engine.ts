@@ -30,6 +30,7 @@ import { type DpPort, PortKind } from "./dp_port.ts";
 import { Egress } from "./egress.ts";
 import { type Frame, makeBurst, MAX_GSO_FRAME, OUT_DROP, OUT_FLOOD } from "./frame.ts";
 import { PARSE_OK, parseFrame } from "./ingress.ts";
+import { type CaptureProducer, Direction } from "./capture_ring.ts";
 
 export { DpPort, PortKind } from "./dp_port.ts";
 export { walkErrorName } from "./egress.ts";
@@ -76,6 +77,11 @@ export class Engine {
   readonly #staging = new Uint8Array(this.#scratchMap.buffer, 0, STAGING_SIZE);
   readonly #staging32 = new Uint32Array(this.#scratchMap.buffer, 0, STAGING_WORDS);
   readonly #egress: Egress;
+  // Capture (capture_ring.ts): direction bits per port id, all 0 until a ring is set.
+  // Capture off costs one load of this array per frame and port.
+  // (Shared from the start, so the loads stay monomorphic when the ring's array replaces it.)
+  #capFlags: Int32Array<ArrayBufferLike> = new Int32Array(new SharedArrayBuffer(MAX_PORTS * 4));
+  #capture: CaptureProducer | null = null;
 
   constructor(counters: Float64Array, fdb: Fdb, onBroken: BrokenHandler) {
     this.#c = counters;
@@ -88,6 +94,30 @@ export class Engine {
       segSize: SEG_SIZE,
     }, (q, reason) => this.breakPort(q, reason));
     this.updateWindow();
+  }
+
+  /** Hands the engine the capture ring's producer end (worker init, control path). */
+  setCapture(capture: CaptureProducer): void {
+    this.#capture = capture;
+    this.#capFlags = capture.flags;
+  }
+
+  // Offers one frame to the capture ring, with the virtio-net header it arrived with.
+  #captureFrame(id: number, direction: number, f: Frame): void {
+    const h = f.hdr;
+    this.#capture!.offer(
+      id,
+      direction,
+      f.segs,
+      f.pos,
+      f.len,
+      h.flags,
+      h.gsoType,
+      h.gsoSize,
+      h.csumStart,
+      h.csumOffset,
+      h.hdrLen,
+    );
   }
 
   /** Rebuilds the copy window over every guest region and the scratch area (control path). */
@@ -235,6 +265,8 @@ export class Engine {
     const c = this.#c;
     c[p.cbase + C.rxPackets]++;
     c[p.cbase + C.rxBytes] += f.len;
+    // Capture hook, ingress: the frame as read from the port.
+    if ((this.#capFlags[p.id] & Direction.RX) !== 0) this.#captureFrame(p.id, Direction.RX, f);
     // Learn unicast sources only (a multicast source address is invalid).
     if ((f.srcHi & 0x100) === 0) this.fdb.learn(f.srcHi, f.srcLo, p.id, now);
     if ((f.dstHi & 0x100) === 0) {
@@ -262,12 +294,19 @@ export class Engine {
   }
 
   #deliver(q: DpPort, f: Frame): void {
+    // Capture hook, egress: only frames the port took (its tx counter moved), once
+    // each, whole as they arrived (a GSO frame the port needed segmented is one packet).
+    const cap = this.#capFlags[q.id] & Direction.TX;
+    const sent = cap !== 0 ? this.#c[q.cbase + C.txPackets] : 0;
     try {
       this.#egress.deliver(q, f);
     } catch (e) {
       // A fault while writing to one destination stops that destination, not the
       // sender and not the other destinations of a flood (item 33).
       this.breakPort(q, `exception: ${(e as Error)?.stack ?? e}`);
+    }
+    if (cap !== 0 && this.#c[q.cbase + C.txPackets] !== sent) {
+      this.#captureFrame(q.id, Direction.TX, f);
     }
   }
 }

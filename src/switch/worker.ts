@@ -91,6 +91,7 @@ function execute(cmd: Command): Reply["result"] {
       epoll.add(commandFd, EPOLLIN, TOKEN_COMMAND);
       engine = new Engine(counters, new Fdb(8192, cmd.agingMs), onBroken);
       capture = new CaptureProducer(cmd.capture);
+      engine.setCapture(capture);
       return;
     case "addPort": {
       const p = new DpPort(cmd.id, cmd.kind, cmd.name, cmd.maxFrame, cmd.fd);

@@ -11,7 +11,7 @@ import { guestsUnavailable } from "../../src/guest/qemu.ts";
 import { guestImage, testGuest } from "../helpers/guests.ts";
 import { requireOrSkip } from "../helpers/env.ts";
 import { SwitchProcess } from "../helpers/switch_process.ts";
-import { vswitchOk } from "../helpers/vswitch_cli.ts";
+import { vswitchCommand, vswitchOk } from "../helpers/vswitch_cli.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
@@ -47,6 +47,50 @@ function received(out: string): [number, number] {
   return [Number(m[1]), Number(m[2])];
 }
 
+/** tshark's fields of a capture file, one array per packet. */
+async function tshark(file: string, filter: string, fields: string[]): Promise<string[][]> {
+  const out = await new Deno.Command("tshark", {
+    args: [
+      "-r",
+      file,
+      "-Y",
+      filter,
+      "-T",
+      "fields",
+      "-E",
+      "separator=|",
+      ...fields.flatMap((f) => ["-e", f]),
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  if (!out.success) throw new Error(`tshark -r ${file}: ${new TextDecoder().decode(out.stderr)}`);
+  return text.trim() === "" ? [] : text.trim().split("\n").map((l) => l.split("|"));
+}
+
+/** Starts `vswitch capture ARGS` and resolves once the switch reports it running. */
+async function startCapture(ctl: string, port: string, file: string, extra: string[]) {
+  const [cmd, ...pre] = vswitchCommand();
+  const child = new Deno.Command(cmd, {
+    args: [...pre, "capture", port, file, ...extra, "--control", ctl],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const client = Deno.createHttpClient({ proxy: { transport: "unix", path: ctl } });
+  try {
+    for (let i = 0; i < 100; i++) {
+      const r = await fetch(`http://x/v1/ports/${port}/capture`, { client });
+      const s = await r.json();
+      if (r.ok && s.state === "running" && s.file === file) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    client.close();
+  }
+  return child;
+}
+
 function config(dir: string, spareOffloads: string): string {
   const port = (n: string, extra = "") =>
     `[[port]]\nname = "${n}"\ntype = "vhost-server"\npath = "${dir}/${n}.sock"\n${extra}\n`;
@@ -68,6 +112,65 @@ Deno.test({
     await using g2 = testGuest("vm2", dir, 2, img);
     await Promise.all([g1.boot(), g2.boot()]);
     assertEquals((await g1.run("ping -c 2 -W 3 10.0.0.2")).code, 0, "vm1 -> vm2 before");
+
+    // 0. Captures, read back with tshark: ICMP on vm1 with its direction, then an iperf3 run on vm2.
+    const pings = `${dir}/vm1.pcapng`;
+    const cap1 = await startCapture(ctl, "vm1", pings, ["--seconds", "4"]);
+    assertEquals((await g1.run("ping -c 3 -i 0.3 10.0.0.2")).code, 0);
+    const done1 = await cap1.output();
+    assertEquals(done1.code, 0, new TextDecoder().decode(done1.stderr));
+    assertMatch(
+      new TextDecoder().decode(done1.stdout),
+      /\d+ frames captured to .*vm1\.pcapng, 0 dropped/,
+    );
+    const icmp = await tshark(pings, "icmp", [
+      "frame.packet_flags_direction",
+      "icmp.type",
+      "ip.src",
+      "frame.comment",
+    ]);
+    const requests = icmp.filter((r) => r[1] === "8");
+    const replies = icmp.filter((r) => r[1] === "0");
+    assertEquals(requests.length, 3, `echo requests in ${JSON.stringify(icmp)}`);
+    assertEquals(replies.length, 3, `echo replies in ${JSON.stringify(icmp)}`);
+    for (const r of requests) {
+      assertEquals([Number(r[0]), r[2]], [1, "10.0.0.1"], "requests: inbound from vm1");
+    }
+    for (const r of replies) {
+      assertEquals([Number(r[0]), r[2]], [2, "10.0.0.2"], "replies: outbound to vm1");
+    }
+    for (const r of icmp) {
+      assertMatch(r[3], /^virtio-net flags=0x[0-9a-f]{2} gso_type=\w+ gso_size=\d+/);
+    }
+
+    assertEquals((await g2.run("iperf3 -s -D")).code, 0);
+    await new Promise((r) => setTimeout(r, 500));
+    const bulk = `${dir}/vm2.pcapng`;
+    const cap2 = await startCapture(ctl, "vm2", bulk, ["--count", "400"]);
+    const perf = await g1.run("iperf3 -c 10.0.0.2 -t 2 -f m", 60_000);
+    assertEquals(perf.code, 0, `iperf3:\n${perf.output}`);
+    const done2 = await cap2.output();
+    assertMatch(new TextDecoder().decode(done2.stdout), /400 frames captured/);
+    const tcp = await tshark(bulk, "tcp.port == 5201", [
+      "frame.packet_flags_direction",
+      "tcp.dstport",
+      "frame.len",
+      "frame.comment",
+    ]);
+    assert(tcp.length >= 100, `iperf3 segments captured: ${tcp.length}`);
+    for (const r of tcp) {
+      assertEquals(
+        Number(r[0]),
+        r[1] === "5201" ? 2 : 1,
+        `to the server: outbound to vm2; from it: inbound (${r})`,
+      );
+    }
+    const big = tcp.filter((r) => Number(r[2]) > 1514);
+    console.log(
+      `iperf3 capture on vm2: ${tcp.length} TCP frames, ${big.length} larger than 1514 B (GSO), e.g. ${
+        big[0]?.[3] ?? tcp[0][3]
+      }`,
+    );
 
     // 1. While vm1 pings vm2, add vm3 and boot a third guest on it.
     const pinging = g1.run("ping -c 60 -i 0.25 10.0.0.2", 90_000);
