@@ -116,7 +116,8 @@ Deno.test({
           }
         }
       })();
-      for (let i = 0; i < 100 && !lines.some((l) => l.type === "hello"); i++) await sleep(50);
+      // Generous: a cold start of the CLI (modules not yet cached) under load takes seconds.
+      for (let i = 0; i < 600 && !lines.some((l) => l.type === "hello"); i++) await sleep(50);
       assert(lines.some((l) => l.type === "hello"), "the event stream is live");
 
       // A port added at runtime works at once: a third guest joins and gets flooded frames.
@@ -127,7 +128,7 @@ Deno.test({
       g.a.send(ethFrame("ff:ff:ff:ff:ff:ff", A, 80));
       assertEquals((await c.receiveAtLeast(1)).length, 1, "guest c got a broadcast from a");
       c.close();
-      for (let i = 0; i < 100 && !lines.some((l) => l.type === "disconnected"); i++) {
+      for (let i = 0; i < 200 && !lines.some((l) => l.type === "disconnected"); i++) {
         await sleep(50);
       }
       await vswitchOk("port", "del", "c", "--control", ctl);
@@ -138,7 +139,7 @@ Deno.test({
         gone = true;
       }
       assert(gone, "a removed port's socket file is gone");
-      for (let i = 0; i < 100 && !lines.some((l) => l.type === "removed"); i++) await sleep(50);
+      for (let i = 0; i < 200 && !lines.some((l) => l.type === "removed"); i++) await sleep(50);
       const seen = lines.filter((l) => l.port === "c").map((l) => l.type);
       assertEquals(seen, ["added", "connected", "disconnected", "removed"], JSON.stringify(lines));
       assertMatch(lines.find((l) => l.type === "disconnected")!.reason, /disconnected/i);
@@ -147,7 +148,7 @@ Deno.test({
       const h = await VirtioNetDriver.start(`${dir}/h.sock`);
       h.tx.setAvailIdx(1000);
       h.tx.notify();
-      for (let i = 0; i < 100 && !lines.some((l) => l.type === "broken"); i++) await sleep(50);
+      for (let i = 0; i < 200 && !lines.some((l) => l.type === "broken"); i++) await sleep(50);
       const broken = lines.find((l) => l.type === "broken" && l.port === "h");
       assert(broken, `a broken event: ${JSON.stringify(lines)}`);
       assertMatch(broken!.reason, /avail index/);
