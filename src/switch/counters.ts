@@ -52,6 +52,8 @@ export const COUNTER_NAMES = [
   "dropOffloadCsum",
   /** Ingress: the packet disagrees with its gso_type (CHECKLIST 37). */
   "dropOffloadPacket",
+  /** Migration: dirty pages beyond the frontend's log, not marked (dirty_log.ts). */
+  "dirtyLogBeyond",
 ] as const;
 
 /** One counter's name. */

@@ -35,6 +35,14 @@ export interface QueueStart {
   eventIdx: boolean;
   /** Every negotiated virtio feature (the dataplane derives offload capabilities). */
   features: bigint;
+  /** The used ring's log_guest_addr when VHOST_VRING_F_LOG is set, else -1. */
+  logUsed: number;
+}
+
+/** A dirty log mapped by the control plane: address of its first byte, size in bytes. */
+export interface LogPlace {
+  address: number;
+  size: number;
 }
 
 /** Commands, by op. */
@@ -66,6 +74,10 @@ export type Command =
   | { op: "stopQueue"; id: number; q: number }
   | { op: "setCall"; id: number; q: number; fd: number }
   | { op: "setMaxFrame"; id: number; maxFrame: number }
+  /** Log this port's writes into guest memory there (null: stop); acked between rounds. */
+  | { op: "setLog"; id: number; log: LogPlace | null }
+  /** Run a frame through ingress as if the port had sent it (SEND_RARP). */
+  | { op: "inject"; id: number; frame: Uint8Array }
   | { op: "fdb" }
   /** Forgets the MACs learned on port `id` (-1: every port); result: how many. */
   | { op: "fdbFlush"; id: number }

@@ -8,6 +8,7 @@
 
 import type { GuestMemory } from "../virtio/guest_memory.ts";
 import type { SplitRing } from "../virtio/split_ring.ts";
+import type { DirtyLog } from "../virtio/dirty_log.ts";
 import { NET_HDR_SIZE } from "../virtio/net_header.ts";
 import {
   OFFLOAD_CSUM,
@@ -67,6 +68,8 @@ export class DpPort {
    * segmented in software for this port.
    */
   egressCaps = 0;
+  /** The dirty-page log while the guest migrates (null: not logging). */
+  log: DirtyLog | null = null;
   /** First counter slot. */
   readonly cbase: number;
 

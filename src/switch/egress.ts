@@ -26,6 +26,7 @@ import { IovecArray } from "../../ffi/io.ts";
 import { eventfdSignal } from "../../ffi/eventfd.ts";
 import type { Mapping } from "../../ffi/memory.ts";
 import { copySegments, SegList, wordIndex } from "../virtio/chain.ts";
+import { logSegments } from "../virtio/dirty_log.ts";
 import {
   NET_HDR_SIZE,
   VIRTIO_NET_HDR_F_DATA_VALID,
@@ -288,7 +289,10 @@ export class Egress {
   }
 
   // Returns the chains taken by #acquire as used, `used` bytes in all (§2.7.8).
+  // Every write into a guest's RX buffers ends here, so a migrating guest's
+  // dirty log gets the pages written (header and payload), after the writes.
   #commit(q: DpPort, chains: number, used: number): void {
+    if (q.log !== null) logSegments(q.log, this.#dst, used);
     const ring = q.rx!;
     const heads = this.#heads, caps = this.#caps;
     let remaining = used;

@@ -260,6 +260,28 @@ export class Engine {
     return k;
   }
 
+  /**
+   * Runs `frame` through ingress as if port `p` had sent it: learned at
+   * once, then switched like any frame (control path: SEND_RARP's RARP
+   * after a migration). Staged like a TAP frame behind a zero header, so
+   * copies out of it stay inside the address window.
+   */
+  inject(p: DpPort, frame: Uint8Array, now: number): void {
+    const n = NET_HDR_SIZE + frame.length;
+    if (p.broken || n >= STAGING_SIZE) return;
+    const buf = this.#staging;
+    buf.fill(0, 0, NET_HDR_SIZE);
+    buf.set(frame, NET_HDR_SIZE);
+    const f = this.#burst[0];
+    f.segs.reset();
+    f.segs.push(buf, this.#staging32, 0, n, this.#scratchMap.address);
+    f.pos = NET_HDR_SIZE;
+    f.len = frame.length;
+    if (parseFrame(f, 0, p.maxFrame, false) !== PARSE_OK) return;
+    f.out = this.#classify(p, f, now);
+    if (f.out !== OUT_DROP) this.#forward(p, f);
+  }
+
   // Counts the frame in, learns its source and finds its destination.
   #classify(p: DpPort, f: Frame, now: number): number {
     const c = this.#c;

@@ -40,7 +40,7 @@ import {
   OFFLOAD_USO4,
   OFFLOAD_USO6,
 } from "../net/offload.ts";
-import type { QueueStart } from "./dataplane_api.ts";
+import type { LogPlace, QueueStart } from "./dataplane_api.ts";
 import type { Dataplane } from "./dataplane.ts";
 import { PortKind } from "./dp_port.ts";
 
@@ -259,6 +259,16 @@ export class VhostPort extends Port implements DeviceBackend {
   /** DeviceBackend: replaces a running ring's call fd. */
   async setCall(q: number, fd: number): Promise<void> {
     await this.dataplane.request({ op: "setCall", id: this.id, q, fd });
+  }
+
+  /** DeviceBackend: logs dirty pages into `log` (null: stops), acknowledged between rounds. */
+  async setLog(log: LogPlace | null): Promise<void> {
+    await this.dataplane.request({ op: "setLog", id: this.id, log });
+  }
+
+  /** DeviceBackend: a frame through ingress as if the guest sent it (SEND_RARP). */
+  async inject(frame: Uint8Array): Promise<void> {
+    await this.dataplane.request({ op: "inject", id: this.id, frame });
   }
 
   /** DeviceBackend: the guest's MTU bounds the frames sent to it. */

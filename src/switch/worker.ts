@@ -18,6 +18,7 @@ import { SplitRing } from "../virtio/split_ring.ts";
 import { Engine } from "./engine.ts";
 import { DpPort, guestEgressCaps, guestIngressCaps, PortKind } from "./dp_port.ts";
 import { MAX_GSO_FRAME } from "./frame.ts";
+import { DirtyLog } from "../virtio/dirty_log.ts";
 import { Fdb } from "./fdb.ts";
 import { C, COUNTERS_PER_PORT } from "./counters.ts";
 import { CaptureProducer } from "./capture_ring.ts";
@@ -141,6 +142,8 @@ function execute(cmd: Command): Reply["result"] {
         s.hdrLen + Math.max(p.maxFrame, MAX_GSO_FRAME),
         s.eventIdx,
       );
+      ring.usedLogAddr = s.logUsed;
+      ring.setLog(p.log);
       p.hdrLen = s.hdrLen;
       p.mergeable = s.mergeable;
       p.ingressCaps = guestIngressCaps(s.features);
@@ -184,6 +187,20 @@ function execute(cmd: Command): Reply["result"] {
     }
     case "setMaxFrame":
       port(cmd.id).maxFrame = cmd.maxFrame;
+      return;
+    case "setLog": {
+      // Between two rounds: no frame is half-written, and after this reply the
+      // old log is never touched again, so the control plane may unmap it.
+      const p = port(cmd.id);
+      p.log = cmd.log === null
+        ? null
+        : new DirtyLog(cmd.log.address, cmd.log.size, counters, p.cbase + C.dirtyLogBeyond);
+      p.rx?.setLog(p.log);
+      p.tx?.setLog(p.log);
+      return;
+    }
+    case "inject":
+      engine.inject(port(cmd.id), cmd.frame, performance.now());
       return;
     case "fdb":
       return engine.fdb.entries(performance.now());

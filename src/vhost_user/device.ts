@@ -13,6 +13,12 @@
  * A malformed message throws ProtocolError: the connection closes, and
  * only this device's port is affected.
  *
+ * Memory and the dirty log live in DeviceMemory (device_memory.ts). With
+ * PROTOCOL_F_STATUS negotiated a ring also waits for DRIVER_OK, and a
+ * status without it stops every ring with its base kept: QEMU sends
+ * SET_STATUS 0 before GET_VRING_BASE when it stops a device (a migration's
+ * source, a guest resetting its NIC), so the base must survive it.
+ *
  * @module
  */
 
@@ -20,9 +26,11 @@ import type { Logger } from "@logtape/logtape";
 import { closeAll } from "../../ffi/io.ts";
 import { getU64, setU64 } from "../../ffi/structs.ts";
 import {
+  bit,
   has,
   OFFERED_FEATURES,
   VHOST_USER_F_PROTOCOL_FEATURES,
+  VIRTIO_NET_F_GUEST_ANNOUNCE,
   VIRTIO_NET_F_MRG_RXBUF,
   VIRTIO_RING_F_EVENT_IDX,
   VIRTIO_RING_F_INDIRECT_DESC,
@@ -30,19 +38,25 @@ import {
 import { netHeaderSize } from "../virtio/net_header.ts";
 import { ringPartSizes } from "../virtio/split_ring.ts";
 import type { QueueStart } from "../switch/dataplane_api.ts";
-import { type MappedRegion, MemoryTable, parseMemoryTable } from "./memory_table.ts";
+import type { MappedRegion } from "./memory_table.ts";
+import { DeviceMemory } from "./device_memory.ts";
+import { isUnicastMac, rarpFrame } from "./rarp.ts";
 import {
   FLAG_NEED_REPLY,
   FLAG_REPLY,
+  MAX_MEM_SLOTS,
   MAX_RING_SIZE,
   OFFERED_PROTOCOL_FEATURES,
+  ProtocolError,
   ProtocolFeature,
   QUEUE_PAIRS,
   Request,
   requestName,
+  STATUS_DRIVER_OK,
   U64_SIZE,
   VERSION,
   VERSION_MASK,
+  VHOST_F_LOG_ALL,
   VHOST_VRING_F_LOG,
   VRING_ADDR,
   VRING_ADDR_SIZE,
@@ -50,13 +64,16 @@ import {
   VRING_STATE_SIZE,
 } from "./protocol.ts";
 
-/** A frontend broke the protocol: close its connection. */
-export class ProtocolError extends Error {
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "ProtocolError";
-  }
-}
+export { ProtocolError };
+
+/**
+ * Features offered on top of the port's: VHOST_F_LOG_ALL (migration) and
+ * VIRTIO_NET_F_GUEST_ANNOUNCE (bit 21, §5.1.6.5.3: the guest sends its own
+ * gratuitous ARP after a move). QEMU emulates the control queue for
+ * vhost-user-net itself and offers CTRL_VQ on its own, so GUEST_ANNOUNCE is
+ * all the backend needs to offer; without it QEMU asks us for SEND_RARP.
+ */
+export const MIGRATION_FEATURES: bigint = bit(VHOST_F_LOG_ALL) | bit(VIRTIO_NET_F_GUEST_ANNOUNCE);
 
 /** One decoded message. The device takes the fds it keeps out of `fds`. */
 export interface Message {
@@ -78,6 +95,10 @@ export interface DeviceBackend {
   setCall(q: number, fd: number): Promise<void>;
   /** The guest's MTU (NET_SET_MTU). */
   setMtu(mtu: number): Promise<void>;
+  /** Log dirty pages into this mapped bitmap (null: stop logging); acknowledged. */
+  setLog(log: { address: number; size: number } | null): Promise<void>;
+  /** Run a frame through ingress as if the guest had sent it (SEND_RARP). */
+  inject(frame: Uint8Array): Promise<void>;
 }
 
 /** The rings of one queue pair: 0 = RX, 1 = TX. */
@@ -89,6 +110,8 @@ interface Vring {
   used: number;
   avail: number;
   hasAddr: boolean;
+  /** log_guest_addr when VHOST_VRING_F_LOG is set, else -1. */
+  logAddr: number;
   base: number;
   kickFd: number;
   callFd: number;
@@ -105,6 +128,7 @@ function freshVring(): Vring {
     used: 0,
     avail: 0,
     hasAddr: false,
+    logAddr: -1,
     base: 0,
     kickFd: -1,
     callFd: -1,
@@ -131,8 +155,11 @@ export class VhostUserDevice {
   /** Negotiated protocol features. */
   protocolFeatures = 0n;
   #featuresSet = false;
-  #mem: MemoryTable | null = null;
   #vrings: Vring[] = Array.from({ length: NUM_RINGS }, freshVring);
+  /** Guest memory and dirty log. */
+  readonly #memory: DeviceMemory;
+  /** The virtio device status byte (PROTOCOL_F_STATUS). */
+  #status = 0;
 
   /**
    * @param backend the dataplane side of this port
@@ -143,7 +170,17 @@ export class VhostUserDevice {
     readonly backend: DeviceBackend,
     readonly log: Logger,
     readonly offered: bigint = OFFERED_FEATURES,
-  ) {}
+  ) {
+    this.#memory = new DeviceMemory(backend, log, {
+      stopAll: () => this.#stopAll(),
+      startAll: () => this.#startAll(),
+    });
+  }
+
+  /** The features offered in GET_FEATURES: the port's, and migration's. */
+  get #offered(): bigint {
+    return this.offered | MIGRATION_FEATURES;
+  }
 
   /** True if REPLY_ACK was negotiated and this message asks for an ack. */
   wantsAck(msg: Message): boolean {
@@ -174,7 +211,9 @@ export class VhostUserDevice {
     }
     const takesFds = msg.request === Request.SET_MEM_TABLE ||
       msg.request === Request.SET_VRING_KICK ||
-      msg.request === Request.SET_VRING_CALL || msg.request === Request.SET_VRING_ERR;
+      msg.request === Request.SET_VRING_CALL || msg.request === Request.SET_VRING_ERR ||
+      msg.request === Request.SET_LOG_BASE || msg.request === Request.SET_LOG_FD ||
+      msg.request === Request.ADD_MEM_REG || msg.request === Request.REM_MEM_REG;
     if (!takesFds && msg.fds.length > 0) {
       throw new ProtocolError(
         `Cannot accept ${requestName(msg.request)}: ${msg.fds.length} unexpected fds`,
@@ -185,15 +224,17 @@ export class VhostUserDevice {
     switch (msg.request) {
       case Request.GET_FEATURES:
         this.#size(msg, 0);
-        return u64Payload(this.offered);
+        return u64Payload(this.#offered);
       case Request.SET_FEATURES: {
         this.#size(msg, U64_SIZE);
         const f = view.getBigUint64(0, true);
-        if (f & ~this.offered) {
+        if (f & ~this.#offered) {
           throw new ProtocolError(`Cannot set features 0x${f.toString(16)}: not offered`);
         }
         this.features = f;
         this.#featuresSet = true;
+        // VHOST_F_LOG_ALL may come and go at run time ("Migration").
+        await this.#memory.setLogging(has(f, VHOST_F_LOG_ALL));
         return true;
       }
       case Request.SET_OWNER:
@@ -219,7 +260,7 @@ export class VhostUserDevice {
         this.#size(msg, 0);
         return u64Payload(BigInt(QUEUE_PAIRS));
       case Request.SET_MEM_TABLE:
-        await this.#setMemTable(msg);
+        await this.#memory.setTable(msg);
         return true;
       case Request.SET_VRING_NUM:
         return await this.#setVringNum(msg, view);
@@ -278,10 +319,37 @@ export class VhostUserDevice {
         return true;
       }
       case Request.SET_LOG_BASE:
+        this.#need(msg, ProtocolFeature.LOG_SHMFD, "LOG_SHMFD");
+        await this.#memory.setLogBase(msg);
+        return new Uint8Array(0); // QEMU waits for a reply; DPDK's has no payload either
       case Request.SET_LOG_FD:
-        throw new ProtocolError(
-          `Cannot accept ${requestName(msg.request)}: LOG_SHMFD not negotiated`,
-        );
+        this.#need(msg, ProtocolFeature.LOG_SHMFD, "LOG_SHMFD");
+        this.#memory.setLogFd(msg);
+        return true;
+      case Request.SEND_RARP:
+        return await this.#sendRarp(msg);
+      case Request.GET_MAX_MEM_SLOTS:
+        this.#size(msg, 0);
+        this.#need(msg, ProtocolFeature.CONFIGURE_MEM_SLOTS, "CONFIGURE_MEM_SLOTS");
+        return u64Payload(BigInt(MAX_MEM_SLOTS));
+      case Request.ADD_MEM_REG:
+        this.#need(msg, ProtocolFeature.CONFIGURE_MEM_SLOTS, "CONFIGURE_MEM_SLOTS");
+        await this.#memory.addRegion(msg);
+        return true;
+      case Request.REM_MEM_REG:
+        this.#need(msg, ProtocolFeature.CONFIGURE_MEM_SLOTS, "CONFIGURE_MEM_SLOTS");
+        return await this.#memory.removeRegion(msg);
+      case Request.SET_STATUS:
+        return await this.#setStatus(msg, view);
+      case Request.GET_STATUS:
+        this.#size(msg, 0);
+        this.#need(msg, ProtocolFeature.STATUS, "STATUS");
+        return u64Payload(BigInt(this.#status));
+      case Request.RESET_DEVICE:
+        this.#size(msg, 0);
+        this.#need(msg, ProtocolFeature.RESET_DEVICE, "RESET_DEVICE");
+        await this.reset(true);
+        return true;
       default:
         if (msg.request > 0 && msg.request <= 45) {
           // A request the spec defines but whose feature we never offered.
@@ -304,6 +372,12 @@ export class VhostUserDevice {
 
   #hasProtocol(bitNo: number): boolean {
     return (this.protocolFeatures & (1n << BigInt(bitNo))) !== 0n;
+  }
+
+  #need(msg: Message, bitNo: number, name: string): void {
+    if (!this.#hasProtocol(bitNo)) {
+      throw new ProtocolError(`Cannot accept ${requestName(msg.request)}: ${name} not negotiated`);
+    }
   }
 
   // vhost_vring_state: the index is a full u32, checked before any use (item 10).
@@ -337,13 +411,15 @@ export class VhostUserDevice {
     this.#size(msg, VRING_ADDR_SIZE);
     const index = view.getUint32(VRING_ADDR.index, true);
     if (index >= NUM_RINGS) throw new ProtocolError(`Cannot set address of ring ${index}`);
-    if (view.getUint32(VRING_ADDR.flags, true) & VHOST_VRING_F_LOG) {
-      throw new ProtocolError(`Cannot log ring ${index}: logging not negotiated`);
+    const logged = (view.getUint32(VRING_ADDR.flags, true) & VHOST_VRING_F_LOG) !== 0;
+    if (logged && !this.#hasProtocol(ProtocolFeature.LOG_SHMFD)) {
+      throw new ProtocolError(`Cannot log ring ${index}: LOG_SHMFD not negotiated`);
     }
     const desc = getU64(view, VRING_ADDR.desc);
     const used = getU64(view, VRING_ADDR.used);
     const avail = getU64(view, VRING_ADDR.avail);
-    if (desc < 0 || used < 0 || avail < 0) {
+    const log = getU64(view, VRING_ADDR.log);
+    if (desc < 0 || used < 0 || avail < 0 || (logged && log < 0)) {
       throw new ProtocolError(`Cannot set address of ring ${index}: beyond 2^53`);
     }
     const v = this.#vrings[index];
@@ -351,7 +427,7 @@ export class VhostUserDevice {
       v.base = await this.backend.stopQueue(index);
       v.running = false;
     }
-    Object.assign(v, { desc, used, avail, hasAddr: true });
+    Object.assign(v, { desc, used, avail, hasAddr: true, logAddr: logged ? log : -1 });
     await this.#maybeStart(index);
     return true;
   }
@@ -402,52 +478,67 @@ export class VhostUserDevice {
     return true;
   }
 
-  async #setMemTable(msg: Message): Promise<void> {
-    let regions;
-    try {
-      regions = parseMemoryTable(msg.payload, msg.fds.length);
-    } catch (e) {
-      throw new ProtocolError((e as Error).message, { cause: e });
-    }
-    // Item 9: stop this port's rings before their memory goes away.
-    const wasRunning: number[] = [];
+  // DeviceMemory's handshake: stop every running ring, bases kept.
+  async #stopAll(): Promise<void> {
     for (let i = 0; i < NUM_RINGS; i++) {
       const v = this.#vrings[i];
       if (v.running) {
         v.base = await this.backend.stopQueue(i);
         v.running = false;
-        wasRunning.push(i);
       }
     }
-    const fds = msg.fds.splice(0);
-    let table: MemoryTable;
-    try {
-      table = new MemoryTable(regions, fds); // owns the fds now, closes them on failure
-    } catch (e) {
-      throw new ProtocolError((e as Error).message, { cause: e });
-    }
-    if (table.unsealed.length > 0) {
-      this.log.debug`Memory regions ${table.unsealed} are memfds not sealed against shrinking`;
-    }
-    const old = this.#mem;
-    if (old) await this.backend.setMemory(null);
-    this.#mem = table;
-    old?.close();
-    await this.backend.setMemory(table.mapped());
-    this.log.info`Memory table: ${regions.length} regions, ${
-      regions.reduce((s, r) => s + r.size, 0) >> 20
-    } MiB`;
+  }
+
+  async #startAll(): Promise<void> {
     for (let i = 0; i < NUM_RINGS; i++) await this.#maybeStart(i);
+  }
+
+  /** SET_STATUS (VIRTIO 1.2 §2.1): DRIVER_OK lets rings start, its absence stops them. */
+  async #setStatus(msg: Message, view: DataView): Promise<boolean> {
+    this.#size(msg, U64_SIZE);
+    this.#need(msg, ProtocolFeature.STATUS, "STATUS");
+    const status = getU64(view, 0);
+    if (status < 0 || status > 0xff) {
+      this.log.warn`Cannot set device status ${status}: not a status byte`;
+      return false;
+    }
+    const was = this.#status;
+    this.#status = status;
+    if ((status & STATUS_DRIVER_OK) === 0) await this.#stopAll();
+    else if ((was & STATUS_DRIVER_OK) === 0) await this.#startAll();
+    this.log.debug`Device status 0x${status.toString(16)}`;
+    return true;
+  }
+
+  /**
+   * SEND_RARP: announces the guest's MAC (first 6 bytes) as if its port
+   * had sent a RARP: the FDB moves the MAC here at once and the frame
+   * floods (QEMU sends it after a migration when the guest cannot announce).
+   */
+  async #sendRarp(msg: Message): Promise<boolean> {
+    this.#size(msg, U64_SIZE);
+    this.#need(msg, ProtocolFeature.RARP, "RARP");
+    const mac = msg.payload.slice(0, 6);
+    if (!isUnicastMac(mac)) {
+      this.log.warn`Cannot announce MAC ${[...mac]}: not a unicast address`;
+      return false;
+    }
+    await this.backend.inject(rarpFrame(mac));
+    this.log.info`Announced the guest's MAC with a RARP`;
+    return true;
   }
 
   async #maybeStart(index: number): Promise<void> {
     const v = this.#vrings[index];
     const enabled = v.enabled || !has(this.features, VHOST_USER_F_PROTOCOL_FEATURES);
-    if (v.running || !v.started || !enabled || v.size === 0 || !v.hasAddr || this.#mem === null) {
+    const mem = this.#memory.table;
+    if (v.running || !v.started || !enabled || v.size === 0 || !v.hasAddr || mem === null) {
       return;
     }
+    if (this.#hasProtocol(ProtocolFeature.STATUS) && (this.#status & STATUS_DRIVER_OK) === 0) {
+      return; // SET_STATUS with DRIVER_OK starts it
+    }
     const sizes = ringPartSizes(v.size);
-    const mem = this.#mem;
     const desc = mem.translateUser(v.desc, sizes.desc);
     const avail = mem.translateUser(v.avail, sizes.avail);
     const used = mem.translateUser(v.used, sizes.used);
@@ -474,6 +565,7 @@ export class VhostUserDevice {
       indirect: has(this.features, VIRTIO_RING_F_INDIRECT_DESC),
       eventIdx: has(this.features, VIRTIO_RING_F_EVENT_IDX),
       features: this.features,
+      logUsed: v.logAddr,
     });
     v.running = true;
     this.log.debug`Ring ${index} started: size ${v.size}, base ${v.base}`;
@@ -485,24 +577,23 @@ export class VhostUserDevice {
   }
 
   /**
-   * Back to the initial state: rings stopped in the dataplane, memory
-   * unmapped, every fd closed. Used on disconnect and RESET_OWNER.
+   * Back to the initial state: rings stopped in the dataplane, memory and
+   * dirty log unmapped, every fd closed. Used on disconnect and
+   * RESET_OWNER; RESET_DEVICE keeps the protocol features (the frontend
+   * stays the owner, and its REPLY_ACK still gets an answer).
    */
-  async reset(): Promise<void> {
+  async reset(keepProtocol = false): Promise<void> {
     for (let i = 0; i < NUM_RINGS; i++) {
       const v = this.#vrings[i];
       if (v.running) await this.backend.stopQueue(i).catch(() => -1);
       closeAll([v.kickFd, v.callFd, v.errFd]);
     }
     this.#vrings = Array.from({ length: NUM_RINGS }, freshVring);
-    if (this.#mem) {
-      await this.backend.setMemory(null).catch(() => {});
-      this.#mem.close();
-      this.#mem = null;
-    }
+    await this.#memory.close();
     this.features = 0n;
-    this.protocolFeatures = 0n;
+    if (!keepProtocol) this.protocolFeatures = 0n;
     this.#featuresSet = false;
+    this.#status = 0;
   }
 }
 

@@ -5,6 +5,14 @@
  * @module
  */
 
+/** A frontend broke the protocol: close its connection. */
+export class ProtocolError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ProtocolError";
+  }
+}
+
 /** Front-end message types ("Front-end message types" in vhost-user.rst). */
 export const Request = {
   /** Get the backend's virtio feature bits (reply: u64). */
@@ -17,9 +25,9 @@ export const Request = {
   RESET_OWNER: 4,
   /** Share guest memory: region table + one fd per region. */
   SET_MEM_TABLE: 5,
-  /** Set the dirty-log area (needs LOG_SHMFD; not supported). */
+  /** Share the dirty-page log: u64 size, u64 offset + its fd (needs LOG_SHMFD). */
   SET_LOG_BASE: 6,
-  /** Set the dirty-log eventfd (not supported). */
+  /** Set the eventfd that tells the frontend the log changed (needs LOG_SHMFD). */
   SET_LOG_FD: 7,
   /** Set a ring's size (vring state). */
   SET_VRING_NUM: 8,
@@ -47,6 +55,22 @@ export const Request = {
   SEND_RARP: 19,
   /** Tell the backend the guest's MTU (u64; needs NET_MTU). */
   NET_SET_MTU: 20,
+  /** Track in-flight descriptors in a shared buffer (INFLIGHT_SHMFD; not offered). */
+  GET_INFLIGHT_FD: 31,
+  /** Give back the in-flight buffer after a restart (INFLIGHT_SHMFD; not offered). */
+  SET_INFLIGHT_FD: 32,
+  /** Disable every ring and go back to the initial state, ownership kept (RESET_DEVICE). */
+  RESET_DEVICE: 34,
+  /** How many memory regions we can hold (reply: u64; CONFIGURE_MEM_SLOTS). */
+  GET_MAX_MEM_SLOTS: 36,
+  /** Map one more region: single region description + its fd (CONFIGURE_MEM_SLOTS). */
+  ADD_MEM_REG: 37,
+  /** Unmap one region, named by guest address, user address and size (CONFIGURE_MEM_SLOTS). */
+  REM_MEM_REG: 38,
+  /** The virtio device status byte (u64; STATUS): DRIVER_OK starts, 0 resets. */
+  SET_STATUS: 39,
+  /** Read the device status back (reply: u64; STATUS). */
+  GET_STATUS: 40,
 } as const;
 
 /** The name of a request code, for logs. */
@@ -64,12 +88,38 @@ export const ProtocolFeature = {
   NET_MTU: 4,
   BACKEND_REQ: 5,
   CONFIG: 9,
+  INFLIGHT_SHMFD: 12,
+  RESET_DEVICE: 13,
+  CONFIGURE_MEM_SLOTS: 15,
+  STATUS: 16,
 } as const;
 
-/** What we offer: REPLY_ACK, MQ (one queue pair for now) and NET_MTU. */
-export const OFFERED_PROTOCOL_FEATURES: bigint = (1n << BigInt(ProtocolFeature.MQ)) |
-  (1n << BigInt(ProtocolFeature.REPLY_ACK)) |
-  (1n << BigInt(ProtocolFeature.NET_MTU));
+/**
+ * What we offer: MQ (one queue pair for now), LOG_SHMFD (migration's dirty
+ * log), RARP (announcing a migrated guest), REPLY_ACK, NET_MTU,
+ * RESET_DEVICE, CONFIGURE_MEM_SLOTS (memory hotplug) and STATUS. Not
+ * INFLIGHT_SHMFD: QEMU's vhost-user-net never asks for it (README).
+ */
+export const OFFERED_PROTOCOL_FEATURES: bigint = [
+  ProtocolFeature.MQ,
+  ProtocolFeature.LOG_SHMFD,
+  ProtocolFeature.RARP,
+  ProtocolFeature.REPLY_ACK,
+  ProtocolFeature.NET_MTU,
+  ProtocolFeature.RESET_DEVICE,
+  ProtocolFeature.CONFIGURE_MEM_SLOTS,
+  ProtocolFeature.STATUS,
+].reduce((f, b) => f | (1n << BigInt(b)), 0n);
+
+/**
+ * VHOST_F_LOG_ALL: the vhost feature bit (26) a frontend sets with
+ * SET_FEATURES while it migrates, and clears after ("Migration"). We
+ * offer it in GET_FEATURES; QEMU refuses to migrate without it.
+ */
+export const VHOST_F_LOG_ALL = 26;
+
+/** Memory slots we report for GET_MAX_MEM_SLOTS (ADD_MEM_REG may fill them). */
+export const MAX_MEM_SLOTS = 32;
 
 /** Queue pairs we report for GET_QUEUE_NUM. */
 export const QUEUE_PAIRS = 1;
@@ -100,8 +150,16 @@ export const VRING_STATE_SIZE = 8;
 export const VRING_ADDR_SIZE = 40;
 /** Offsets inside the vring address payload. */
 export const VRING_ADDR = { index: 0, flags: 4, desc: 8, used: 16, avail: 24, log: 32 } as const;
-/** SET_VRING_ADDR flag: log used-ring writes (needs LOG_ALL; not supported). */
+/** SET_VRING_ADDR flag: log used-ring writes at the payload's log address. */
 export const VHOST_VRING_F_LOG = 0x1;
+/** SET_LOG_BASE payload: u64 mmap size, u64 mmap offset. */
+export const LOG_BASE_SIZE = 16;
+/** ADD_MEM_REG / REM_MEM_REG payload: u64 padding, then one region. */
+export const MEM_REG_SIZE = 8 + 32;
+/** The largest dirty log we map (covers 8 TiB of guest memory). */
+export const MAX_LOG_SIZE = 256 * 1024 * 1024;
+/** VIRTIO 1.2 §2.1: device status DRIVER_OK. */
+export const STATUS_DRIVER_OK = 4;
 /** Memory table header: u32 nregions, u32 padding. */
 export const MEM_HEADER_SIZE = 8;
 /** One region: u64 guest_phys_addr, memory_size, userspace_addr, mmap_offset. */

@@ -36,6 +36,11 @@ export class SegList {
   readonly lens: Float64Array;
   /** Address of each segment in this process (iovecs, window copies). */
   readonly addrs: Float64Array;
+  /**
+   * Guest-physical address of each segment (-1 for our own buffers), for
+   * the dirty-page log of a migration (dirty_log.ts).
+   */
+  readonly gpas: Float64Array;
   /** Segments in use. */
   count = 0;
   /** Sum of the lengths in use. */
@@ -47,6 +52,7 @@ export class SegList {
     this.offs = new Float64Array(capacity);
     this.lens = new Float64Array(capacity);
     this.addrs = new Float64Array(capacity);
+    this.gpas = new Float64Array(capacity);
   }
 
   /** Empties the list (views stay referenced until overwritten). */
@@ -55,8 +61,18 @@ export class SegList {
     this.total = 0;
   }
 
-  /** Appends a segment; returns false when the list is full. */
-  push(view: Uint8Array, words: Uint32Array, off: number, len: number, addr: number): boolean {
+  /**
+   * Appends a segment; returns false when the list is full. `gpa` is its
+   * guest-physical address (default -1: not guest memory).
+   */
+  push(
+    view: Uint8Array,
+    words: Uint32Array,
+    off: number,
+    len: number,
+    addr: number,
+    gpa = -1,
+  ): boolean {
     const i = this.count;
     if (i >= this.capacity) return false;
     this.views[i] = view;
@@ -64,6 +80,7 @@ export class SegList {
     this.offs[i] = off;
     this.lens[i] = len;
     this.addrs[i] = addr;
+    this.gpas[i] = gpa;
     this.count = i + 1;
     this.total += len;
     return true;

@@ -13,11 +13,17 @@
  * (sequentially consistent: on x86 an xchg, so the entries are visible
  * before the index, and later loads of avail.flags cannot pass it).
  *
+ * Migration (vhost-user.rst "Migration"): with a dirty log set and
+ * VHOST_VRING_F_LOG on the ring, every publish marks the used entries it
+ * wrote and the used index, and setNoNotify marks the flags or
+ * avail_event it wrote, at the ring's `log_guest_addr`; after the writes.
+ *
  * @module
  */
 
 import type { GuestMemory } from "./guest_memory.ts";
 import type { SegList } from "./chain.ts";
+import type { DirtyLog } from "./dirty_log.ts";
 
 /** §2.7.5: descriptor continues via `next`. */
 export const VIRTQ_DESC_F_NEXT = 1;
@@ -87,6 +93,12 @@ export class SplitRing {
   readonly #availEventHalf: number;
   /** Largest total byte count a device-readable chain may have. */
   readonly maxReadable: number;
+  /** log_guest_addr of the used ring, or -1: its writes are not logged. */
+  usedLogAddr = -1;
+  /** The dirty log used-ring writes go to (null: not logging). */
+  #log: DirtyLog | null = null;
+  /** usedLogAddr as of the last setLog. */
+  #logUsed = 0;
 
   /**
    * @param mem the guest's memory
@@ -197,10 +209,11 @@ export class SplitRing {
       if (((flags & VIRTQ_DESC_F_WRITE) !== 0) !== writable) return WalkError.DIRECTION;
       if (len > 0) {
         if (hi >= HIGH_LIMIT) return WalkError.ADDRESS;
-        const off = mem.translate(hi * TWO32 + lo, len);
+        const gpa = hi * TWO32 + lo;
+        const off = mem.translate(gpa, len);
         if (off < 0) return WalkError.ADDRESS;
         const r = mem.region;
-        if (!out.push(mem.u8[r], mem.u32[r], off, len, mem.base[r] + off)) {
+        if (!out.push(mem.u8[r], mem.u32[r], off, len, mem.base[r] + off, gpa)) {
           return WalkError.TOO_LONG;
         }
         if (out.total - start > limit) return WalkError.TOO_LONG;
@@ -234,6 +247,7 @@ export class SplitRing {
     // Seq-cst store: entries visible before the index, and the used_event
     // load below cannot be hoisted above it (the guest may just have moved it).
     Atomics.store(this.#used16, this.#usedHalf + 1, next);
+    if (this.#log !== null) this.#logPublished(old, next);
     if (this.eventIdx) {
       const event = Atomics.load(this.#avail, this.#usedEventHalf);
       return needEvent(event, next, old);
@@ -250,10 +264,41 @@ export class SplitRing {
    */
   setNoNotify(on: boolean): void {
     if (this.eventIdx) {
-      if (!on) Atomics.store(this.#used16, this.#availEventHalf, this.lastAvail);
+      if (!on) {
+        Atomics.store(this.#used16, this.#availEventHalf, this.lastAvail);
+        this.#log?.markRange(this.#logUsed + 4 + 8 * this.size, 2);
+      }
       return;
     }
     Atomics.store(this.#used16, this.#usedHalf, on ? VRING_USED_F_NO_NOTIFY : 0);
+    this.#log?.markRange(this.#logUsed, 2);
+  }
+
+  /**
+   * Logs used-ring writes into `log` at `usedLogAddr` (when that is set:
+   * VHOST_VRING_F_LOG), or stops logging them (null). Control path: the
+   * worker calls it between rounds.
+   */
+  setLog(log: DirtyLog | null): void {
+    this.#log = this.usedLogAddr >= 0 ? log : null;
+    this.#logUsed = this.usedLogAddr;
+  }
+
+  // The entries of [old, next) (one range, or two when they wrap) and the index.
+  #logPublished(old: number, next: number): void {
+    const log = this.#log!;
+    const base = this.#logUsed;
+    let count = (next - old) & 0xffff;
+    if (count > this.size) count = this.size; // every entry, once
+    const first = old & this.#mask;
+    const tail = this.size - first;
+    if (count <= tail) {
+      log.markRange(base + 4 + 8 * first, 8 * count);
+    } else {
+      log.markRange(base + 4 + 8 * first, 8 * tail);
+      log.markRange(base + 4, 8 * (count - tail));
+    }
+    log.markRange(base + 2, 2);
   }
 }
 

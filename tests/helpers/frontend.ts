@@ -32,7 +32,16 @@ export const Req = {
   SET_PROTOCOL_FEATURES: 16,
   GET_QUEUE_NUM: 17,
   SET_VRING_ENABLE: 18,
+  SEND_RARP: 19,
   NET_SET_MTU: 20,
+  SET_LOG_BASE: 6,
+  SET_LOG_FD: 7,
+  RESET_DEVICE: 34,
+  GET_MAX_MEM_SLOTS: 36,
+  ADD_MEM_REG: 37,
+  REM_MEM_REG: 38,
+  SET_STATUS: 39,
+  GET_STATUS: 40,
 } as const;
 
 /** Feature bits. */
@@ -41,11 +50,23 @@ export const F = {
   MRG_RXBUF: 15,
   INDIRECT_DESC: 28,
   EVENT_IDX: 29,
+  GUEST_ANNOUNCE: 21,
+  LOG_ALL: 26,
   PROTOCOL_FEATURES: 30,
   VERSION_1: 32,
 } as const;
 /** Protocol feature bits. */
-export const PF = { MQ: 0, REPLY_ACK: 3, NET_MTU: 4 } as const;
+export const PF = {
+  MQ: 0,
+  LOG_SHMFD: 1,
+  RARP: 2,
+  REPLY_ACK: 3,
+  NET_MTU: 4,
+  INFLIGHT_SHMFD: 12,
+  RESET_DEVICE: 13,
+  CONFIGURE_MEM_SLOTS: 15,
+  STATUS: 16,
+} as const;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Where the fake "QEMU virtual address" of guest-physical 0 is. */
@@ -370,6 +391,10 @@ export interface DriverOptions {
   firstGpa?: number;
   /** Hostile use: feature bits to ask for instead of the usual set (ANDed with the offer). */
   features?: bigint;
+  /** Protocol feature bits to ask for beyond MQ, REPLY_ACK and NET_MTU (ANDed with the offer). */
+  protocol?: bigint;
+  /** Share memory with one ADD_MEM_REG per region instead of SET_MEM_TABLE (CONFIGURE_MEM_SLOTS). */
+  addMemReg?: boolean;
 }
 
 /** A guest NIC: negotiation, RX buffers, send and receive. */
@@ -380,6 +405,8 @@ export class VirtioNetDriver {
   protocol = 0n;
   readonly #rxBufs = new Map<number, number>(); // head → gpa
   readonly #rxSize: number;
+  /** Every RX buffer the device filled, as (gpa, bytes written), in order. */
+  readonly rxWrites: { gpa: number; len: number }[] = [];
 
   private constructor(
     readonly conn: RawFrontend,
@@ -417,7 +444,8 @@ export class VirtioNetDriver {
       conn.send(Req.GET_PROTOCOL_FEATURES);
       const pf = new DataView((await conn.reply()).payload.buffer).getBigUint64(0, true);
       const want = pf &
-        ((1n << BigInt(PF.MQ)) | (1n << BigInt(PF.REPLY_ACK)) | (1n << BigInt(PF.NET_MTU)));
+        ((1n << BigInt(PF.MQ)) | (1n << BigInt(PF.REPLY_ACK)) | (1n << BigInt(PF.NET_MTU)) |
+          (opts.protocol ?? 0n));
       conn.send(Req.SET_PROTOCOL_FEATURES, u64(want));
       d.protocol = want;
       if (want & (1n << BigInt(PF.MQ))) {
@@ -432,7 +460,16 @@ export class VirtioNetDriver {
     d.features = (opts.features ?? f) & offered;
     await d.request(Req.SET_FEATURES, u64(d.features));
     const t = d.mem.table(opts.regions ?? 1);
-    await d.request(Req.SET_MEM_TABLE, t.payload, t.fds);
+    if (opts.addMemReg) {
+      const n = new DataView(t.payload.buffer).getUint32(0, true);
+      for (let i = 0; i < n; i++) {
+        const one = new Uint8Array(40);
+        one.set(t.payload.subarray(8 + 32 * i, 8 + 32 * (i + 1)), 8);
+        await d.request(Req.ADD_MEM_REG, one, [t.fds[i]]);
+      }
+    } else {
+      await d.request(Req.SET_MEM_TABLE, t.payload, t.fds);
+    }
     for (const [i, q] of [d.rx, d.tx].entries()) {
       await d.request(Req.SET_VRING_NUM, vringState(i, q.size));
       await d.request(Req.SET_VRING_BASE, vringState(i, 0));
@@ -506,6 +543,7 @@ export class VirtioNetDriver {
     for (const { id, len } of this.rx.takeUsed()) {
       const gpa = this.#rxBufs.get(id)!;
       this.#rxBufs.delete(id);
+      this.rxWrites.push({ gpa, len });
       const bytes = this.mem.bytes.slice(gpa, gpa + len);
       if (expect === 0) {
         expect = this.mergeable ? new DataView(bytes.buffer).getUint16(10, true) : 1;
@@ -535,6 +573,44 @@ export class VirtioNetDriver {
       if (out.length < n) await sleep(5);
     }
     return out;
+  }
+
+  /**
+   * SET_VRING_ADDR for ring `i` with its real addresses, VHOST_VRING_F_LOG
+   * and log_guest_addr = the used ring's guest address when `log` (or
+   * `logAddr` to log somewhere else, hostile use).
+   */
+  async setVringAddr(i: number, log: boolean, logAddr?: number): Promise<void> {
+    const q = i === 0 ? this.rx : this.tx;
+    const addr = new Uint8Array(40);
+    const v = new DataView(addr.buffer);
+    v.setUint32(0, i, true);
+    v.setUint32(4, log ? 1 : 0, true);
+    v.setBigUint64(8, BigInt(UVA_BASE + q.desc), true);
+    v.setBigUint64(16, BigInt(UVA_BASE + q.used), true);
+    v.setBigUint64(24, BigInt(UVA_BASE + q.avail), true);
+    v.setBigUint64(32, BigInt(log ? logAddr ?? q.used : 0), true);
+    await this.request(Req.SET_VRING_ADDR, addr);
+  }
+
+  /**
+   * SET_LOG_BASE with `fd` (size and offset in the payload), the way QEMU
+   * sends it: no need_reply, and it waits for the backend's reply.
+   */
+  async setLogBase(fd: number, size: number, offset = 0): Promise<void> {
+    const p = new Uint8Array(16);
+    const v = new DataView(p.buffer);
+    v.setBigUint64(0, BigInt(size), true);
+    v.setBigUint64(8, BigInt(offset), true);
+    this.conn.send(Req.SET_LOG_BASE, p, [fd]);
+    const r = await this.conn.reply();
+    if (r.request !== Req.SET_LOG_BASE) throw new Error(`SET_LOG_BASE answered by ${r.request}`);
+  }
+
+  /** SET_FEATURES with VHOST_F_LOG_ALL set or cleared (migration on/off). */
+  async setLogAll(on: boolean): Promise<void> {
+    const f = on ? this.features | (1n << BigInt(F.LOG_ALL)) : this.features;
+    await this.request(Req.SET_FEATURES, u64(f));
   }
 
   /** GET_VRING_BASE for both rings (stops them); returns the indices. */

@@ -431,11 +431,11 @@ const cases: Case[] = [
   },
   {
     item: 14,
-    name: "SET_PROTOCOL_FEATURES with LOG_SHMFD, which we did not offer",
+    name: "SET_PROTOCOL_FEATURES with BACKEND_REQ, which we did not offer",
     run: async (s) => {
       const c = s.raw();
-      c.send(Req.SET_PROTOCOL_FEATURES, u64(1n << 1n));
-      await s.closedWith(c, /protocol features 0x2: not offered/);
+      c.send(Req.SET_PROTOCOL_FEATURES, u64(1n << 5n));
+      await s.closedWith(c, /protocol features 0x20: not offered/);
     },
   },
   {

@@ -29,6 +29,8 @@ function backend(failOnMemory: boolean): DeviceBackend {
     stopQueue: () => Promise.resolve(0),
     setCall: () => Promise.resolve(),
     setMtu: () => Promise.resolve(),
+    setLog: () => Promise.resolve(),
+    inject: () => Promise.resolve(),
   };
 }
 

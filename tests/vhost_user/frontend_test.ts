@@ -64,8 +64,20 @@ Deno.test({
     const pf = new DataView((await c.reply()).payload.buffer).getBigUint64(0, true);
     assertEquals(
       pf,
-      (1n << BigInt(PF.MQ)) | (1n << BigInt(PF.REPLY_ACK)) | (1n << BigInt(PF.NET_MTU)),
+      [
+        PF.MQ,
+        PF.LOG_SHMFD,
+        PF.RARP,
+        PF.REPLY_ACK,
+        PF.NET_MTU,
+        PF.RESET_DEVICE,
+        PF.CONFIGURE_MEM_SLOTS,
+        PF.STATUS,
+      ].reduce((a, b) => a | (1n << BigInt(b)), 0n),
     );
+    assertEquals(pf & (1n << BigInt(PF.INFLIGHT_SHMFD)), 0n, "no INFLIGHT_SHMFD (README)");
+    assert(f & (1n << BigInt(F.LOG_ALL)), "VHOST_F_LOG_ALL offered (migration)");
+    assert(f & (1n << BigInt(F.GUEST_ANNOUNCE)), "GUEST_ANNOUNCE offered");
     c.send(Req.SET_PROTOCOL_FEATURES, u64(pf));
     c.send(Req.GET_QUEUE_NUM);
     assertEquals(new DataView((await c.reply()).payload.buffer).getBigUint64(0, true), 1n);
