@@ -82,6 +82,17 @@ export interface GuestOptions {
   reconnect?: number;
   /** Where the console and QEMU's stderr go (default: kept in memory only). */
   logFile?: string;
+  /** An HMP monitor on this UNIX socket (`-monitor unix:PATH,server=on,wait=off`; monitor.ts). */
+  monitor?: string;
+  /**
+   * Wait for a migration instead of booting (`-incoming`, e.g.
+   * `tcp:127.0.0.1:4444`): start with `start()`, not `boot()`.
+   */
+  incoming?: string;
+  /** QEMU exits when the guest reboots (`-no-reboot`; default true). False: the guest reboots. */
+  noReboot?: boolean;
+  /** Memory hotplug: `-m MEM,slots=N,maxmem=MAX` (pc-dimm devices over the monitor). */
+  hotplug?: { slots: number; maxMiB: number };
 }
 
 /** The outcome of a command run in the guest. */
@@ -121,11 +132,12 @@ export class QemuGuest {
     const mem = o.memMiB ?? 256;
     const device = ["virtio-net-pci", "netdev=n0", `mac=${o.mac}`, "vectors=0"];
     if (o.deviceProps) device.push(...o.deviceProps);
+    const hp = o.hotplug;
     return [
       "-accel",
       "tcg",
       "-m",
-      `${mem}`,
+      hp ? `${mem}M,slots=${hp.slots},maxmem=${hp.maxMiB}M` : `${mem}`,
       "-smp",
       "1",
       ...this.#backendArgs(mem),
@@ -134,7 +146,9 @@ export class QemuGuest {
       "none",
       "-serial",
       "stdio",
-      "-no-reboot",
+      ...(o.noReboot ?? true ? ["-no-reboot"] : []),
+      ...(o.monitor ? ["-monitor", `unix:${o.monitor},server=on,wait=off`] : []),
+      ...(o.incoming ? ["-incoming", o.incoming] : []),
       "-kernel",
       o.image.kernel,
       "-initrd",
@@ -178,6 +192,15 @@ export class QemuGuest {
 
   /** Starts QEMU and waits until the guest's eth0 is configured. */
   async boot(timeoutMs = 90_000): Promise<void> {
+    await this.start();
+    await this.waitReady(timeoutMs);
+  }
+
+  /**
+   * Starts QEMU without waiting for the guest (a migration's destination
+   * with `incoming`: its console continues where the source's stopped).
+   */
+  async start(): Promise<void> {
     if (this.options.logFile) {
       this.#log = await Deno.open(this.options.logFile, { create: true, append: true });
     }
@@ -192,12 +215,21 @@ export class QemuGuest {
     this.#exited = child.status;
     this.#pump(child.stdout);
     this.#pump(child.stderr);
+  }
+
+  /**
+   * Waits until the console shows the guest's eth0 up (after `boot`, or
+   * again after a reboot inside the same QEMU: only output from `from` on
+   * counts).
+   */
+  async waitReady(timeoutMs = 90_000, from = 0): Promise<void> {
+    const seen = () => this.#console.slice(from);
     await this.#waitFor(
-      () => this.#console.includes(READY_MARKER) || this.#console.includes(FAILED_MARKER),
+      () => seen().includes(READY_MARKER) || seen().includes(FAILED_MARKER),
       timeoutMs,
       "boot",
     );
-    if (!this.#console.includes(READY_MARKER)) {
+    if (!seen().includes(READY_MARKER)) {
       throw new Error(
         `Guest ${this.options.name}: eth0 did not come up:\n${this.#console.slice(-2000)}`,
       );
