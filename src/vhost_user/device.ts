@@ -68,10 +68,12 @@ export { ProtocolError };
 
 /**
  * Features offered on top of the port's: VHOST_F_LOG_ALL (migration) and
- * VIRTIO_NET_F_GUEST_ANNOUNCE (bit 21, §5.1.6.5.3: the guest sends its own
- * gratuitous ARP after a move). QEMU emulates the control queue for
- * vhost-user-net itself and offers CTRL_VQ on its own, so GUEST_ANNOUNCE is
- * all the backend needs to offer; without it QEMU asks us for SEND_RARP.
+ * VIRTIO_NET_F_GUEST_ANNOUNCE (bit 21, VIRTIO 1.2 §5.1.6.5.4: the guest
+ * sends its own gratuitous packets after a move). §5.1.3.1 makes it need
+ * CTRL_VQ; QEMU emulates the control queue of vhost-user-net itself and
+ * offers CTRL_VQ on its own (it is not among the bits it asks the backend
+ * for), so GUEST_ANNOUNCE is all the backend offers. A guest without it
+ * gets QEMU's SEND_RARP after the move.
  */
 export const MIGRATION_FEATURES: bigint = bit(VHOST_F_LOG_ALL) | bit(VIRTIO_NET_F_GUEST_ANNOUNCE);
 

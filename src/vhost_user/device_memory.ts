@@ -83,7 +83,7 @@ export class DeviceMemory {
       this.log.debug`Memory regions ${table!.unsealed} are memfds not sealed against shrinking`;
     }
     this.log.info`Memory table: ${regions.length} regions, ${
-      regions.reduce((s, r) => s + r.size, 0) >> 20
+      Math.floor(regions.reduce((s, r) => s + r.size, 0) / 2 ** 20)
     } MiB`;
   }
 
@@ -103,8 +103,8 @@ export class DeviceMemory {
       this.#table ??= new MemoryTable([], []);
       this.#table.add(r, fd); // owns fd, closes it on failure
     });
-    this.log.info`Memory region added: guest 0x${r.guestPhysAddr.toString(16)}, ${
-      r.size >> 20
+    this.log.info`Memory table: region added at guest ${r.guestPhysAddr}, ${
+      Math.floor(r.size / 2 ** 20)
     } MiB (${this.#table!.regions.length} regions)`;
   }
 
@@ -135,9 +135,8 @@ export class DeviceMemory {
       return false;
     }
     await this.#change(() => table.remove(r));
-    this.log.info`Memory region removed: guest 0x${
-      r.guestPhysAddr.toString(16)
-    } (${table.regions.length} regions)`;
+    this.log
+      .info`Memory table: region removed at guest ${r.guestPhysAddr} (${table.regions.length} regions)`;
     return true;
   }
 
