@@ -13,6 +13,7 @@ import { logger } from "../log.ts";
 import {
   checkSpec,
   type Controller,
+  OFFLOAD_NAMES,
   parseOffloads,
   type PortSpec,
   sameSpec,
@@ -110,7 +111,7 @@ export function parseConfig(text: string, file: string): Config {
         if (p.ifname !== undefined) spec.ifname = p.ifname as string;
         if (typeof p.offloads === "string") spec.offloads = parseOffloads(p.offloads);
         else if (p.offloads !== undefined) spec.offloads = p.offloads as string[];
-        if (spec.offloads?.length === 5) delete spec.offloads; // all = the default
+        if (spec.offloads?.length === OFFLOAD_NAMES.length) delete spec.offloads; // all: the default
         checkSpec(spec, cfg.ports);
         cfg.ports.push(spec);
       } catch (e) {
