@@ -37,8 +37,9 @@ export interface Config {
 const TOP_KEYS = ["control", "metrics", "fdb", "port"];
 const PORT_KEYS = ["name", "type", "path", "ifname", "offloads"];
 
-/** Checks HOST:PORT; returns [host, port]. */
+/** Checks HOST:PORT (HOST defaults to 127.0.0.1; a bare PORT is fine); returns [host, port]. */
 export function parseListen(text: string, what = "--metrics"): [string, number] {
+  if (/^\d{1,5}$/.test(text)) text = `:${text}`; // a bare port: on loopback
   const m = text.match(/^(\[[0-9a-fA-F:]+\]|[^:\s]*):(\d{1,5})$/);
   const port = m ? Number(m[2]) : NaN;
   if (!m || port > 65535) {

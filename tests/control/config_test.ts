@@ -3,7 +3,7 @@
  * in one message, and nothing is half-accepted.
  */
 import { assertEquals, assertMatch, assertThrows } from "@std/assert";
-import { parseConfig } from "../../src/control/config.ts";
+import { parseConfig, parseListen } from "../../src/control/config.ts";
 import { UserError } from "../../src/control/errors.ts";
 
 Deno.test("config: ports, offloads, FDB aging, metrics, control socket", () => {
@@ -99,4 +99,14 @@ mtu = 9000
     UserError,
     "fix the TOML syntax",
   );
+});
+
+Deno.test("metrics listen addresses: loopback by default", () => {
+  assertEquals(parseListen("127.0.0.1:9469"), ["127.0.0.1", 9469]);
+  assertEquals(parseListen(":9469"), ["127.0.0.1", 9469]);
+  assertEquals(parseListen("9469"), ["127.0.0.1", 9469]);
+  assertEquals(parseListen("0.0.0.0:80"), ["0.0.0.0", 80]);
+  assertEquals(parseListen("[::1]:9469"), ["::1", 9469]);
+  assertThrows(() => parseListen("host"), UserError, "expected HOST:PORT");
+  assertThrows(() => parseListen("h:70000"), UserError, "expected HOST:PORT");
 });
