@@ -111,8 +111,11 @@ export function partialHeader(info: PacketInfo, out: NetHeader): void {
   out.csumOffset = info.l4Proto === IPPROTO_TCP ? 16 : 6;
 }
 
-/** Writes `n` bytes of `bytes` to logical position `pos` of `dst` (nothing past its end). */
-function writeBytes(dst: SegList, pos: number, bytes: Uint8Array, n: number): void {
+/**
+ * Writes `n` bytes of `bytes` (e.g. validated headers, never guest memory)
+ * to logical position `pos` of `dst`, nothing past its end.
+ */
+export function writeBytes(dst: SegList, pos: number, bytes: Uint8Array, n: number): void {
   let i = 0;
   const count = dst.count;
   while (i < count && pos >= dst.lens[i]) pos -= dst.lens[i++];

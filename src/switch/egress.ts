@@ -33,7 +33,13 @@ import {
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
 } from "../virtio/net_header.ts";
 import { EgressAction, egressAction, OFFLOAD_CSUM } from "../net/offload.ts";
-import { completeChecksum, segmentCount, segmentFrameLen, writeSegment } from "../net/segment.ts";
+import {
+  completeChecksum,
+  segmentCount,
+  segmentFrameLen,
+  writeBytes,
+  writeSegment,
+} from "../net/segment.ts";
 import { C } from "./counters.ts";
 import { type DpPort, PortKind } from "./dp_port.ts";
 import { type Frame, MAX_SEGS } from "./frame.ts";
@@ -132,15 +138,21 @@ export class Egress {
     }
     if (action === EgressAction.PASS) {
       // Rebuilt from validated values (item 39): flags are NEEDS_CSUM only (ingress.ts), and
-      // hdr_len, a hint the receiver may act on, is the exact L2–L4 length for GSO, else 0.
-      const hdrLen = h.gsoType !== 0 ? f.pkt.payloadOff : 0;
-      this.#whole(q, f, h.flags, h.gsoType, hdrLen, h.gsoSize, h.csumStart, h.csumOffset);
+      // hdr_len, a hint the receiver may act on, is the exact L2–L4 length for GSO, else 0;
+      // gso_size means nothing without a GSO type and goes out as 0 (as passHeader).
+      const gso = h.gsoType !== 0;
+      const hdrLen = gso ? f.pkt.payloadOff : 0;
+      const gsoSize = gso ? h.gsoSize : 0;
+      this.#whole(q, f, h.flags, h.gsoType, hdrLen, gsoSize, h.csumStart, h.csumOffset);
     } else {
       this.#completed(q, f);
     }
   }
 
-  // The frame whole, with the header values given (validated or our own).
+  // The frame whole, with the header values given (validated or our own). A GSO frame's
+  // L2–L4 headers (`hdrLen` bytes) come from the validated copy, not from the guest's
+  // buffers again: the receiver or the TAP's kernel segments by them, and the guest may
+  // have rewritten them since they were checked (items 24, 39, 40).
   #whole(
     q: DpPort,
     f: Frame,
@@ -152,15 +164,29 @@ export class Egress {
     csumOffset: number,
   ): void {
     const len = f.len;
+    const head = gsoType !== 0 ? hdrLen : 0;
     if (q.kind === PortKind.VHOST) {
       const need = q.hdrLen + len;
       const chains = this.#acquire(q, need);
       if (chains < 0) return;
       this.#rxHeader(q, chains, flags, gsoType, hdrLen, gsoSize, csumStart, csumOffset);
-      copySegments(this.#dst, q.hdrLen, f.segs, f.pos, len);
+      if (head > 0) writeBytes(this.#dst, q.hdrLen, f.headers, head);
+      copySegments(this.#dst, q.hdrLen + head, f.segs, f.pos + head, len - head);
       this.#commit(q, chains, need);
     } else if (
-      !this.#tapWrite(q, f.segs, f.pos, len, flags, gsoType, hdrLen, gsoSize, csumStart, csumOffset)
+      !this.#tapWrite(
+        q,
+        f.segs,
+        f.pos,
+        len,
+        flags,
+        gsoType,
+        hdrLen,
+        gsoSize,
+        csumStart,
+        csumOffset,
+        head > 0 ? f.headers : null,
+      )
     ) {
       return;
     }
@@ -341,7 +367,9 @@ export class Egress {
   /**
    * One frame to a TAP: our header (from validated values, never the
    * guest's bytes: item 39) and the frame straight from `src`, in one
-   * writev. Returns false when the write failed (counted).
+   * writev. With `head`, the frame's first `hdrLen` bytes are taken from
+   * it (the validated header copy, staged in our scratch memory) and only
+   * the rest from `src`. Returns false when the write failed (counted).
    */
   #tapWrite(
     q: DpPort,
@@ -354,6 +382,7 @@ export class Egress {
     gsoSize: number,
     csumStart: number,
     csumOffset: number,
+    head: Uint8Array | null = null,
   ): boolean {
     const h32 = this.#hdr32;
     h32[0] = flags | (gsoType << 8) | (hdrLen << 16);
@@ -363,6 +392,13 @@ export class Egress {
     iov.clear();
     iov.push(this.#hdrAddr, NET_HDR_SIZE);
     let left = len;
+    if (head !== null && hdrLen > 0) {
+      const v = this.#segView, o = this.#segOffset;
+      for (let i = 0; i < hdrLen; i++) v[o + i] = head[i];
+      iov.push(this.#segAddr, hdrLen);
+      pos += hdrLen;
+      left -= hdrLen;
+    }
     for (let i = 0; i < src.count && left > 0; i++) {
       let l = src.lens[i];
       if (pos >= l) {
