@@ -173,8 +173,11 @@ export class GuardedRx {
     return out;
   }
 
-  /** Collects frames until `n` arrived or the timeout passed; returns what arrived. */
-  async collect(n: number, timeoutMs = 3000): Promise<Received[]> {
+  /**
+   * Collects frames until `n` arrived or the timeout passed (generous: only
+   * a switch that never delivers should fail); returns what arrived.
+   */
+  async collect(n: number, timeoutMs = 20_000): Promise<Received[]> {
     const out: Received[] = [];
     const deadline = Date.now() + timeoutMs;
     while (out.length < n && Date.now() < deadline) {

@@ -111,17 +111,33 @@ export interface Case {
   run: (s: Stage) => Promise<void>;
 }
 
+/** How a stage is set up (defaults: plain guests a and b, one attacker port). */
+export interface StageOptions {
+  /** Driver options of the good guests a and b (e.g. the offload features they negotiate). */
+  a?: DriverOptions;
+  b?: DriverOptions;
+  /**
+   * More ports a case may connect its own guests to (receivers it inspects);
+   * like "bad", every guest on them is gone after the case.
+   */
+  ports?: readonly string[];
+}
+
 /**
  * Registers a test that runs `cases` in order on one stage, each as a step
  * under `Stage.runCase`.
  */
-export function hostileTest(name: string, cases: readonly Case[]): void {
+export function hostileTest(
+  name: string,
+  cases: readonly Case[],
+  opts: StageOptions = {},
+): void {
   Deno.test({
     name,
     sanitizeOps: false,
     sanitizeResources: false,
     async fn(t) {
-      const stage = await Stage.create();
+      const stage = await Stage.create(opts);
       try {
         for (const c of cases) {
           await t.step(`item ${c.item}: ${c.name}`, () => stage.runCase(c.run));
@@ -147,18 +163,21 @@ export class Stage {
     readonly da: VirtioNetDriver,
     readonly db: VirtioNetDriver,
     readonly pump: Pump,
+    readonly ports: readonly string[],
   ) {}
 
   /** Starts the switch process and the two good guests, and teaches it their MACs. */
-  static async create(): Promise<Stage> {
+  static async create(opts: StageOptions = {}): Promise<Stage> {
     const dir = await Deno.makeTempDir({ prefix: "vswitch-hostile-" });
+    const extra = opts.ports ?? [];
     const sp = await SwitchProcess.start({
       a: `${dir}/a.sock`,
       b: `${dir}/b.sock`,
       bad: `${dir}/bad.sock`,
+      ...Object.fromEntries(extra.map((p) => [p, `${dir}/${p}.sock`])),
     });
-    const da = await VirtioNetDriver.start(`${dir}/a.sock`, { memMiB: 64 });
-    const db = await VirtioNetDriver.start(`${dir}/b.sock`, { memMiB: 64 });
+    const da = await VirtioNetDriver.start(`${dir}/a.sock`, { memMiB: 64, ...opts.a });
+    const db = await VirtioNetDriver.start(`${dir}/b.sock`, { memMiB: 64, ...opts.b });
     da.fillRx(128);
     db.fillRx(128);
     await sleep(50);
@@ -166,7 +185,7 @@ export class Stage {
     db.send(ethFrame(BCAST, B, 46));
     await da.receiveAtLeast(1);
     await db.receiveAtLeast(1);
-    return new Stage(dir, sp, da, db, new Pump(da, db));
+    return new Stage(dir, sp, da, db, new Pump(da, db), ["bad", ...extra]);
   }
 
   /** A raw connection to the attacker's port (closed after the case). */
@@ -176,9 +195,12 @@ export class Stage {
     return c;
   }
 
-  /** A driver on the attacker's port, fully negotiated (closed after the case). */
-  async guest(opts: DriverOptions = {}): Promise<VirtioNetDriver> {
-    const g = await VirtioNetDriver.start(`${this.dir}/bad.sock`, opts);
+  /**
+   * A driver on the attacker's port (or another per-case port of
+   * `StageOptions.ports`), fully negotiated (closed after the case).
+   */
+  async guest(opts: DriverOptions = {}, port = "bad"): Promise<VirtioNetDriver> {
+    const g = await VirtioNetDriver.start(`${this.dir}/${port}.sock`, opts);
     this.#guests.push(g);
     return g;
   }
@@ -234,7 +256,9 @@ export class Stage {
       for (const c of this.#raws.splice(0)) c.close();
       for (const g of this.#guests.splice(0)) g.close();
       const gone = Date.now() + WAIT_MS;
-      while (Date.now() < gone && await this.#connected("bad")) await sleep(10);
+      for (const p of this.ports) {
+        while (Date.now() < gone && await this.#connected(p)) await sleep(10);
+      }
       exchanged = await this.pump.stop();
     }
     assert(this.sp.alive, `the switch process is up:\n${this.sp.dumpLogs(this.logFrom)}`);
@@ -242,7 +266,9 @@ export class Stage {
     assert(exchanged >= 4, `a and b kept exchanging frames during the case (${exchanged})`);
     const s = await this.sp.stats();
     assert(s.a.connected && s.b.connected, "the good guests are still connected");
-    assertEquals(s.bad.connected, false, "the attacker is gone after the case");
+    for (const p of this.ports) {
+      assertEquals(s[p].connected, false, `the case's guest on ${p} is gone after the case`);
+    }
     // fds and mappings: give the control plane a moment to finish the reset.
     const settled = Date.now() + WAIT_MS;
     while (Date.now() < settled && this.sp.fdCount() !== fds) await sleep(10);

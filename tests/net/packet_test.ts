@@ -402,3 +402,16 @@ Deno.test("passHeader: rebuilt from validated values, guest-only bits dropped", 
     0,
   ]);
 });
+
+Deno.test("validate: the 64 KiB payload bound (item 35) holds on its own", () => {
+  // No real frame reaches this check: the parser wants the IP length to cover the rest of
+  // the frame exactly, and 16-bit IP lengths keep the payload ≤ 65535 − 20. The bound is a
+  // second line for a parse that let a longer frame through; test it with such a parse.
+  const t4 = buildPacket({ payloadLen: 5000 });
+  parse(t4.frame);
+  const frameLen = t4.payloadOff + 65536;
+  info.l3Len = frameLen - info.l3Off;
+  assertEquals(validateOffload(gsoHeader(t4, 1, 1448), info, frameLen, ALL), OffloadError.GSO_SIZE);
+  info.l3Len = frameLen - 1 - info.l3Off; // 65535 bytes of payload: the largest allowed
+  assertEquals(validateOffload(gsoHeader(t4, 1, 1448), info, frameLen - 1, ALL), 0);
+});
