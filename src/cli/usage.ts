@@ -17,7 +17,7 @@ Usage: vswitch COMMAND [options]     (without compiling: deno task vswitch COMMA
 
 Commands:
   run                 run the switch (ports from options or --config FILE)
-  ports               list ports: type, state, features, queues, MTU, offloads
+  ports               list ports: type, state, queues, MTU, offloads, negotiated features
   port add|del|show   add a port at runtime, remove one (releasing everything), show one
   fdb [--flush]       show or flush the MAC table (whole or --port NAME)
   stats [--watch]     per-port rates and counters, redrawn in place with --watch

@@ -91,7 +91,7 @@ async function ports(argv: string[]): Promise<number> {
       return 0;
     }
     out(table(
-      ["name", "type", "state", "target", "mtu", "queues", "offloads", "features"],
+      ["name", "type", "state", "target", "mtu", "queues", "offloads", "negotiated"],
       list.map((p) => [
         p.name,
         p.type,
@@ -100,7 +100,7 @@ async function ports(argv: string[]): Promise<number> {
         String(p.mtu),
         p.queues.map((q) => `${q.name}:${q.size}${q.running ? "" : "(off)"}`).join(" ") || "-",
         p.offloads.join(",") || "none",
-        p.features.join(",") || "-",
+        (p.negotiated.length ? p.negotiated : p.features).join(",") || "-",
       ]),
     ));
     return 0;
