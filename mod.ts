@@ -12,12 +12,22 @@
  * await sw.addTap("host", "vs-tap0");
  * for (const p of sw.stats()) console.log(p.name, p.counters.rxPackets);
  * console.log(await sw.fdb());
+ * sw.subscribe((e) => console.log(e.time, e.port, e.type, e.reason ?? ""));
+ * await sw.flushFdb("vm1");
  * ```
  *
  * @module
  */
 
-export { type FdbRow, type PortStats, Switch, type SwitchOptions } from "./src/switch/switch.ts";
+export {
+  type FdbRow,
+  type PortOptions,
+  type PortStats,
+  Switch,
+  type SwitchEvent,
+  type SwitchOptions,
+} from "./src/switch/switch.ts";
+export type { CaptureDirection, CaptureRequest, CaptureStatus } from "./src/switch/capture.ts";
 export type { Port, TapPort, VhostPort } from "./src/switch/ports.ts";
 export { COUNTER_NAMES, type CounterName } from "./src/switch/counters.ts";
 export { SysError } from "./ffi/errno.ts";
