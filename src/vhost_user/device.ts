@@ -41,6 +41,7 @@ import type { QueueStart } from "../switch/dataplane_api.ts";
 import type { MappedRegion } from "./memory_table.ts";
 import { DeviceMemory } from "./device_memory.ts";
 import { isUnicastMac, rarpFrame } from "./rarp.ts";
+import { freshVring, type Vring, vringFdTarget } from "./vring.ts";
 import {
   FLAG_NEED_REPLY,
   FLAG_REPLY,
@@ -60,7 +61,6 @@ import {
   VHOST_VRING_F_LOG,
   VRING_ADDR,
   VRING_ADDR_SIZE,
-  VRING_NOFD_MASK,
   VRING_STATE_SIZE,
 } from "./protocol.ts";
 
@@ -105,41 +105,6 @@ export interface DeviceBackend {
 
 /** The rings of one queue pair: 0 = RX, 1 = TX. */
 export const NUM_RINGS = 2 * QUEUE_PAIRS;
-
-interface Vring {
-  size: number;
-  desc: number;
-  used: number;
-  avail: number;
-  hasAddr: boolean;
-  /** log_guest_addr when VHOST_VRING_F_LOG is set, else -1. */
-  logAddr: number;
-  base: number;
-  kickFd: number;
-  callFd: number;
-  errFd: number;
-  enabled: boolean;
-  started: boolean;
-  running: boolean;
-}
-
-function freshVring(): Vring {
-  return {
-    size: 0,
-    desc: 0,
-    used: 0,
-    avail: 0,
-    hasAddr: false,
-    logAddr: -1,
-    base: 0,
-    kickFd: -1,
-    callFd: -1,
-    errFd: -1,
-    enabled: false,
-    started: false,
-    running: false,
-  };
-}
 
 /** What `handle` returns: a reply payload, or success/failure for REPLY_ACK. */
 export type Outcome = Uint8Array | boolean;
@@ -436,26 +401,7 @@ export class VhostUserDevice {
 
   async #setVringFd(msg: Message, view: DataView): Promise<boolean> {
     this.#size(msg, U64_SIZE);
-    const lo = view.getUint32(0, true);
-    const hi = view.getUint32(4, true);
-    // Only bits 0–8 are defined; anything above is a malformed index (item 10).
-    if (hi !== 0 || (lo & ~0x1ff) !== 0) {
-      throw new ProtocolError(
-        `Cannot accept ${requestName(msg.request)}: payload 0x${hi.toString(16)}${lo.toString(16)}`,
-      );
-    }
-    const index = lo & 0xff;
-    if (index >= NUM_RINGS) {
-      throw new ProtocolError(`Cannot accept ${requestName(msg.request)} for ring ${index}`);
-    }
-    const noFd = (lo & VRING_NOFD_MASK) !== 0;
-    if (noFd !== (msg.fds.length === 0) || msg.fds.length > 1) {
-      throw new ProtocolError(
-        `Cannot accept ${requestName(msg.request)}: no-fd bit ${
-          noFd ? "set" : "clear"
-        } with ${msg.fds.length} fds`,
-      );
-    }
+    const { index, noFd } = vringFdTarget(msg.request, view, msg.fds.length, NUM_RINGS);
     const fd = noFd ? -1 : msg.fds.pop()!;
     const v = this.#vrings[index];
     if (msg.request === Request.SET_VRING_KICK) {
