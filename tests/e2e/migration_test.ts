@@ -142,11 +142,9 @@ Deno.test({
           console.log(`iperf3 into vm1, per second: ${rates.join(" ")}`);
           assertMatch(perf.output, /iperf Done/, perf.output);
           assert(rates.slice(-4, -2).every((r) => r > 0), `the stream recovered:\n${perf.output}`);
-          assert(
-            port("vm1b").device.features > 0n && sw.stats().find((s) => s.name === "vm1b")!
-                  .counters.txPackets > 100,
-            "frames for vm1 now leave through vm1b",
-          );
+          // Replies come from the new port, and frames for vm1 leave through it.
+          const c1b = sw.stats().find((s) => s.name === "vm1b")!.counters;
+          assert(c1b.rxPackets > 50 && c1b.txPackets > 100, "vm1b carries vm1's traffic");
           const after = await v1b.run("md5sum /tmp/blob");
           assertEquals(
             after.output.split(/\s+/)[0],
