@@ -9,7 +9,7 @@
  * @module
  */
 
-import { type FdKind, fdKinds, rssKiB, sharedFileMappings } from "./procfs.ts";
+import { type FdKind, fdKinds, rssParts, sharedFileMappings } from "./procfs.ts";
 import type { SwitchProcess } from "./switch_process.ts";
 
 /** The kinds of fd a connection brings: its socket, kick/call/err eventfds, region memfds. */
@@ -20,7 +20,12 @@ export interface Holdings {
   fds: Record<FdKind, number>;
   /** Shared file mappings (memfds, hugepage files): inode → maps lines. */
   shared: Map<number, string[]>;
+  /** VmRSS: everything resident, guest RAM pages the switch touched included. */
   rssKiB: number;
+  /** RssAnon: memory the switch allocated itself (every isolate's heap, malloc, buffers). */
+  anonKiB: number;
+  /** RssShmem: shared pages touched (guest RAM; grows with the addresses guests use). */
+  shmemKiB: number;
   /** The control plane's heap after a full GC. */
   heapKiB: number;
 }
@@ -28,10 +33,13 @@ export interface Holdings {
 /** Reads what `sp` holds now (the heap after a full GC in the child). */
 export async function holdings(sp: SwitchProcess): Promise<Holdings> {
   const heapKiB = (await sp.memory()).heapUsed / 1024;
+  const rss = rssParts(sp.pid);
   return {
     fds: fdKinds(sp.pid),
     shared: sharedFileMappings(sp.pid),
-    rssKiB: rssKiB(sp.pid),
+    rssKiB: rss.total,
+    anonKiB: rss.anon,
+    shmemKiB: rss.shmem,
     heapKiB,
   };
 }
