@@ -250,7 +250,7 @@ async function runStream(
   let timer: ReturnType<typeof setTimeout> | undefined;
   const closed = await Promise.race([
     conn.closed.then(() => true),
-    new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 5000))),
+    new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 20_000))),
   ]);
   clearTimeout(timer);
   if (s.end !== "close") {
@@ -272,7 +272,7 @@ async function runStream(
     libc.close(ours);
   }
   if (!closed) {
-    fail(`the connection did not close within 5 s after ${s.end === "none" ? "close()" : "EOF"}`);
+    fail(`the connection did not close within 20 s after ${s.end === "none" ? "close()" : "EOF"}`);
   }
   count(`closed: ${closeClass(reason as string | null ?? "")}`);
   count("ring starts", backend.starts);
