@@ -26,14 +26,14 @@ class Guest {
   #avail = 0;
   #used = 0;
 
-  constructor(writable: boolean, frame?: Uint8Array) {
+  constructor(writable: boolean, frame?: Uint8Array, posted = SIZE) {
     for (let i = 0; i < SIZE; i++) {
       const at = BUFS + i * BUF;
       const len = frame ? 12 + frame.length : BUF;
       if (frame) this.tm.bytes.set(frame, at + 12);
       this.tm.desc(DESC, i, at, len, writable ? 2 : 0, 0);
     }
-    this.post(SIZE);
+    this.post(posted);
   }
 
   ring(): SplitRing {
@@ -76,12 +76,15 @@ export class ForwardRig {
   readonly #a: Guest;
   readonly #b: Guest;
 
-  /** `onBroken`: what a port fault does (default: throw, a benchmark must not hide one). */
-  constructor(frameLen: number, onBroken?: BrokenHandler) {
+  /**
+   * `onBroken`: what a port fault does (default: throw, a benchmark must not hide one).
+   * `rxPosted`: RX buffers B posts at the start (default: its whole ring).
+   */
+  constructor(frameLen: number, onBroken?: BrokenHandler, rxPosted?: number) {
     const frame = new Uint8Array(frameLen);
     frame.set([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x88, 0xb5]);
     this.#a = new Guest(false, frame);
-    this.#b = new Guest(true);
+    this.#b = new Guest(true, undefined, rxPosted);
     this.engine = new Engine(
       this.counters,
       new Fdb(1024, 300_000),
@@ -109,6 +112,21 @@ export class ForwardRig {
     this.#a.post(this.#a.reap());
     this.#b.post(this.#b.reap());
     return n;
+  }
+
+  /** One engine round at time `now` (ms) with no guest work; returns frames taken. */
+  round(now: number): number {
+    return this.engine.round(now);
+  }
+
+  /** A's TX used entries published since the last call. */
+  reapTx(): number {
+    return this.#a.reap();
+  }
+
+  /** B posts `n` more RX buffers. */
+  postRx(n: number): void {
+    this.#b.post(n);
   }
 
   /** Frames delivered to B so far. */

@@ -70,6 +70,10 @@ export class DpPort {
   egressCaps = 0;
   /** The dirty-page log while the guest migrates (null: not logging). */
   log: DirtyLog | null = null;
+  /** When frames for this guest began to be held back for want of RX buffers (-1: not). */
+  stallSince = -1;
+  /** Until then, frames for this guest are dropped, never held (it stalled too long). */
+  lossyUntil = 0;
   /** First counter slot. */
   readonly cbase: number;
 

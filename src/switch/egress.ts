@@ -101,6 +101,16 @@ export class Egress {
 
   readonly #segSize: number;
 
+  /**
+   * Set by the engine before `deliver`: a guest with no RX buffer for this
+   * frame may hold it back (see engine.ts, HOLD_MS) instead of dropping it.
+   */
+  holdOk = false;
+  /** Set by `deliver`: the frame was held back, nothing of it was written or counted. */
+  held = false;
+  // No RX chain of this frame taken yet (a hold is only possible before the first).
+  #first = true;
+
   /** Interrupts a guest through `fd` (-1: none), counting it. */
   call(q: DpPort, fd: number): void {
     if (fd >= 0 && eventfdSignal(fd)) this.#c[q.cbase + C.interrupts]++;
@@ -111,6 +121,8 @@ export class Egress {
    * software fallback. Counts every outcome on `q`.
    */
   deliver(q: DpPort, f: Frame): void {
+    this.held = false;
+    this.#first = true;
     const len = f.len;
     if (!f.offload) {
       if (len > q.maxFrame) {
@@ -295,6 +307,10 @@ export class Egress {
         // Not enough buffers: give back what we took, the guest keeps them (item 26).
         ring.unget(chains);
         q.rxKnown = avail;
+        if (this.holdOk && this.#first) {
+          this.held = true; // the engine retries it next round, bounded by HOLD_MS
+          return -1;
+        }
         c[q.cbase + C.dropNoBuffer]++;
         return -1;
       }
@@ -311,6 +327,7 @@ export class Egress {
       chains++;
     }
     q.rxKnown = avail - chains;
+    this.#first = false;
     return chains;
   }
 
