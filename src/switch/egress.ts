@@ -243,6 +243,19 @@ export class Egress {
       c[q.cbase + C.dropTooBig]++;
       return;
     }
+    if (this.holdOk && q.kind === PortKind.VHOST && q.rx !== null) {
+      // Each segment takes at least one RX chain: with fewer available, wait for
+      // the guest (engine.ts HOLD_MS) rather than deliver half a frame and drop the rest.
+      let avail = q.rxKnown;
+      if (avail < count) {
+        avail = q.rx.available(); // -1 (a bad ring) is left to #acquire to report
+        if (avail >= 0) q.rxKnown = avail;
+      }
+      if (avail >= 0 && avail < count) {
+        this.held = true;
+        return;
+      }
+    }
     const partial = (q.egressCaps & OFFLOAD_CSUM) !== 0;
     const flags = partial ? VIRTIO_NET_HDR_F_NEEDS_CSUM : 0;
     const cs = partial ? pkt.l4Off : 0;

@@ -61,9 +61,9 @@ const SCRATCH_SIZE = SEG_OFFSET + SEG_SIZE;
  * (CHECKLIST 26, 27): a guest that takes no frame for HOLD_MS has its
  * frames dropped and counted (dropNoBuffer) for LOSSY_MS before it may be
  * waited for again, so the most a guest that never posts buffers can cost
- * a sender is one HOLD_MS stall per LOSSY_MS. Floods never wait.
+ * a sender is one HOLD_MS stall per LOSSY_MS (0.5 %). Floods never wait.
  */
-const HOLD_MS = 2;
+const HOLD_MS = 5;
 const LOSSY_MS = 1000;
 
 /** Why a port stopped, reported to the control plane. */

@@ -37,15 +37,15 @@ Deno.test("a guest that takes nothing for HOLD_MS loses frames, and is not waite
     rig.round(100);
     rig.round(101);
     assertEquals(rig.reapTx(), 0, "held within HOLD_MS");
-    rig.round(103); // HOLD_MS (2) passed: the burst is dropped and A's chains returned
+    rig.round(106); // HOLD_MS (5) passed: the burst is dropped and A's chains returned
     const taken = rig.reapTx();
     assertEquals(taken, 32, "one burst taken (BURST)");
     assertEquals(rig.counters[B + C.dropNoBuffer], 32, "and counted");
-    rig.round(104); // lossy: no waiting, every frame dropped at once
+    rig.round(107); // lossy: no waiting, every frame dropped at once
     assertEquals(rig.reapTx(), 32);
     assertEquals(rig.counters[B + C.dropNoBuffer], 64);
     rig.postRx(4);
-    rig.round(105); // buffers again: delivered, and the next stall may wait again after LOSSY_MS
+    rig.round(108); // buffers again: delivered, and the next stall may wait again after LOSSY_MS
     assertEquals(rig.counters[B + C.txPackets], 4);
   } finally {
     rig.close();
