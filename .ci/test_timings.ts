@@ -1,8 +1,9 @@
 /**
  * Prints where a test run spent its time: the slowest test files and the
  * slowest tests, from the JUnit report `deno task test` writes
- * (.work/test-junit.xml). CI runs it after the suite so a file that grows
- * slow shows before the run nears its 30-minute bound.
+ * (.work/test-junit.xml), so a file that grows slow shows before CI nears
+ * its 30-minute bound. Run it by hand after a test run: `deno task timings`.
+ * (CI does not: the test runner's summary must be the last thing CI prints.)
  *
  * Usage: deno run --allow-read .ci/test_timings.ts [JUNIT_XML] [TOP]
  *
