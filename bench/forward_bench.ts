@@ -24,20 +24,17 @@ Deno.bench({
 const tm = new TestMemory(1 << 22);
 const mem = new GuestMemory(tm.regions());
 for (let i = 0; i < 4; i++) tm.desc(0, i, 0x10000 + i * 4096, 1500, i < 3 ? 1 : 0, i + 1);
-const ring = new SplitRing(
+const ring = new SplitRing({
   mem,
-  256,
-  { region: 0, offset: 0 },
-  { region: 0, offset: 0x1000 },
-  {
-    region: 0,
-    offset: 0x2000,
-  },
-  0,
-  true,
-  9030,
-  false,
-);
+  size: 256,
+  desc: { region: 0, offset: 0 },
+  avail: { region: 0, offset: 0x1000 },
+  used: { region: 0, offset: 0x2000 },
+  base: 0,
+  indirect: true,
+  maxReadable: 9030,
+  eventIdx: false,
+});
 const chain = new SegList(128);
 Deno.bench({
   name: "chain walk (4 descriptors)",

@@ -37,17 +37,17 @@ class Guest {
   }
 
   ring(): SplitRing {
-    return new SplitRing(
-      this.mem,
-      SIZE,
-      { region: 0, offset: DESC },
-      { region: 0, offset: AVAIL },
-      { region: 0, offset: USED },
-      0,
-      true,
-      9018 + 12,
-      false,
-    );
+    return new SplitRing({
+      mem: this.mem,
+      size: SIZE,
+      desc: { region: 0, offset: DESC },
+      avail: { region: 0, offset: AVAIL },
+      used: { region: 0, offset: USED },
+      base: 0,
+      indirect: true,
+      maxReadable: 9018 + 12,
+      eventIdx: false,
+    });
   }
 
   /** Makes `n` more chains available (heads cycle through the table). */
@@ -93,14 +93,14 @@ export class ForwardRig {
       }),
     );
     const pa = new DpPort(0, PortKind.VHOST, "a", 9018);
-    pa.mem = this.#a.mem;
-    pa.tx = this.#a.ring();
     const pb = new DpPort(1, PortKind.VHOST, "b", 9018);
-    pb.mem = this.#b.mem;
-    pb.rx = this.#b.ring();
-    pb.mergeable = true;
     this.engine.add(pa);
     this.engine.add(pb);
+    pa.mem = this.#a.mem;
+    pa.vq!.setQueue(1, this.#a.ring(), -1);
+    pb.mem = this.#b.mem;
+    pb.vq!.setQueue(0, this.#b.ring(), -1);
+    pb.vq!.mergeable = true;
     this.engine.updateWindow();
     // B must be known, or every frame would flood (to B anyway, but via the flood path).
     this.engine.fdb.learn(0x0200, 0x02, 1, 0);

@@ -10,40 +10,10 @@
  * @module
  */
 
-import type { MappedRegion } from "../vhost_user/memory_table.ts";
-import type { RingPart } from "../virtio/split_ring.ts";
+import type { MappedRegion } from "../types/memory.ts";
+import type { LogPlace, QueueStart } from "../types/queue.ts";
 import type { FdbEntry } from "./fdb.ts";
 import type { CaptureBuffers } from "./capture_ring.ts";
-
-/** What starting a queue needs: everything validated by the control plane. */
-export interface QueueStart {
-  /** Queue index: 0 = RX (guest receives), 1 = TX (guest sends). */
-  q: number;
-  size: number;
-  desc: RingPart;
-  avail: RingPart;
-  used: RingPart;
-  /** Next avail index (SET_VRING_BASE). */
-  base: number;
-  /** Kick eventfd, or -1 (polling only). */
-  kickFd: number;
-  /** Call eventfd, or -1. */
-  callFd: number;
-  hdrLen: number;
-  mergeable: boolean;
-  indirect: boolean;
-  eventIdx: boolean;
-  /** Every negotiated virtio feature (the dataplane derives offload capabilities). */
-  features: bigint;
-  /** The used ring's log_guest_addr when VHOST_VRING_F_LOG is set, else -1. */
-  logUsed: number;
-}
-
-/** A dirty log mapped by the control plane: address of its first byte, size in bytes. */
-export interface LogPlace {
-  address: number;
-  size: number;
-}
 
 /** Commands, by op. */
 export type Command =

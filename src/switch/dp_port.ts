@@ -1,15 +1,18 @@
 /**
- * A port as the dataplane worker sees it: its rings or TAP fd, what it
- * negotiated, and where its counters live. One class for both kinds keeps
- * every call site monomorphic.
+ * A port as the dataplane worker sees it: what it negotiated, where its
+ * counters live, its backpressure state, and its driver (a vhost-user net
+ * queue pair or a TAP queue, src/switch/drivers/), which owns the rings or
+ * the fd. One class for both kinds keeps the engine's call sites
+ * monomorphic; the driver call is the one place that sees two classes.
  *
  * @module
  */
 
 import type { GuestMemory } from "../virtio/guest_memory.ts";
-import type { SplitRing } from "../virtio/split_ring.ts";
 import type { DirtyLog } from "../virtio/dirty_log.ts";
-import { NET_HDR_SIZE } from "../virtio/net_header.ts";
+import type { VhostNetQueuePair } from "./drivers/vhost_net.ts";
+import type { TapQueue } from "./drivers/tap.ts";
+import type { PortDriver } from "./drivers/port_driver.ts";
 import {
   OFFLOAD_CSUM,
   OFFLOAD_ECN,
@@ -41,19 +44,12 @@ export const PortKind = { VHOST: 0, TAP: 1 } as const;
 export class DpPort {
   /** Guest memory (vhost ports with a memory table). */
   mem: GuestMemory | null = null;
-  /** The guest's RX ring (we write), queue 0. */
-  rx: SplitRing | null = null;
-  /** The guest's TX ring (we read), queue 1. */
-  tx: SplitRing | null = null;
-  /** Call eventfds per queue (-1: none). */
-  callRx = -1;
-  callTx = -1;
-  /** virtio-net header size the guest negotiated (10 or 12). */
-  hdrLen = NET_HDR_SIZE;
-  /** MRG_RXBUF negotiated. */
-  mergeable = false;
-  /** RX chains known to be available beyond those taken (read lazily). */
-  rxKnown = 0;
+  /** The vhost-user net queue pair's driver (vhost ports; set by Engine.add). */
+  vq: VhostNetQueuePair | null = null;
+  /** The TAP queue's driver (TAP ports; set by Engine.add). */
+  tap: TapQueue | null = null;
+  /** Whichever of the two this port has: what the engine polls. */
+  driver: PortDriver | null = null;
   /** Stopped after a fault; the others keep forwarding. */
   broken = false;
   /**
@@ -86,7 +82,7 @@ export class DpPort {
     readonly name: string,
     /** Largest frame (Ethernet header included) this port sends or takes whole. */
     public maxFrame: number,
-    /** TAP fd (-1 for vhost). */
+    /** TAP fd (-1 for vhost), handed to its driver. */
     readonly fd = -1,
   ) {
     this.cbase = id * COUNTERS_PER_PORT;

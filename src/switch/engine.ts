@@ -1,55 +1,49 @@
 /**
- * The forwarding engine. One round visits every port's ingress (a guest's
- * TX ring, a TAP fd) and runs a pipeline over a bounded burst:
+ * The forwarding engine: switching only. One round visits every port's
+ * driver (src/switch/drivers/: a vhost-user net queue pair, a TAP queue)
+ * through one burst interface and runs a pipeline over each burst:
  *
- * 1. pop: take up to BURST chains, each walked with every bound into its
- *    frame record (src/switch/frame.ts);
- * 2. parse: the virtio-net header and both MACs, read once, offloads
- *    validated (src/switch/ingress.ts);
- * 3. classify: learn the sources, look up the destinations (FDB);
- * 4. deliver: each frame once into each destination, with that port's
- *    offload decision (src/switch/egress.ts);
- * 5. return the TX buffers with one used-index publish and at most one
- *    interrupt per queue; RX queues are published once per round.
+ * 1. receive: the driver pops up to BURST frames into its own records and
+ *    parses each (header, MACs, offloads validated: ingress.ts);
+ * 2. classify: learn the sources, look up the destinations (FDB);
+ * 3. deliver: each frame once into each destination, with that port's
+ *    offload decision (egress.ts), holding a unicast frame back while its
+ *    guest has no RX buffer (HOLD_MS);
+ * 4. complete: the driver releases what was taken (one TX used-index
+ *    publish and at most one interrupt per queue) and keeps the rest;
+ * 5. flush, once every port was polled: one RX used-index publish and at
+ *    most one interrupt per queue per round.
  *
  * Nothing here allocates per frame (see bench/ and the heap test), throws
  * for guest errors (they are counted), or calls FFI per frame except the
- * TAP read/write syscalls themselves.
+ * TAP read/write syscalls themselves (in the TAP driver).
  *
  * @module
  */
 
-import { libc } from "../../ffi/libc.ts";
 import { mmap } from "../../ffi/memory.ts";
-import { MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from "../../ffi/constants.ts";
+import { MAP_ANONYMOUS, MAP_SHARED, PROT_READ, PROT_WRITE } from "../../ffi/constants.ts";
 import { type Range, updateWindow } from "../virtio/address_window.ts";
 import { NET_HDR_SIZE } from "../virtio/net_header.ts";
 import { C, MAX_PORTS } from "./counters.ts";
 import type { Fdb } from "./fdb.ts";
 import { type DpPort, PortKind } from "./dp_port.ts";
 import { Egress } from "./egress.ts";
-import { type Frame, makeBurst, MAX_GSO_FRAME, OUT_DROP, OUT_FLOOD } from "./frame.ts";
+import { Frame, MAX_GSO_FRAME, OUT_DROP, OUT_FLOOD } from "./frame.ts";
 import { PARSE_OK, parseFrame } from "./ingress.ts";
 import { type CaptureProducer, Direction } from "./capture_ring.ts";
+import { BURST } from "./drivers/port_driver.ts";
+import { VhostNetQueuePair } from "./drivers/vhost_net.ts";
+import { TapQueue } from "./drivers/tap.ts";
 
 export { DpPort, PortKind } from "./dp_port.ts";
-export { walkErrorName } from "./egress.ts";
+export { walkErrorName } from "./drivers/vhost_net.ts";
+export { BURST } from "./drivers/port_driver.ts";
 
-/**
- * Frames taken from one ingress queue per round. Bounds the work one busy
- * guest can take from the others (CHECKLIST item 27); tuned in issue 4's
- * loop benchmark.
- */
-export const BURST = 32;
-/** The TAP staging buffer: a vnet header and the largest GSO frame the kernel sends. */
+/** Where `inject` stages a frame: a vnet header and the largest frame. */
 const STAGING_SIZE = NET_HDR_SIZE + MAX_GSO_FRAME;
 const STAGING_WORDS = (STAGING_SIZE + 3) >>> 2;
-/** Headers we write (TAP transmit, split RX headers), after the staging buffer. */
-const HDR_OFFSET = STAGING_WORDS * 4;
-/** A segment or completed frame built for a TAP, after that. */
-const SEG_OFFSET = HDR_OFFSET + 64;
-const SEG_SIZE = MAX_GSO_FRAME;
-const SCRATCH_SIZE = SEG_OFFSET + SEG_SIZE;
+const SCRATCH_SIZE = STAGING_WORDS * 4;
 
 /**
  * Backpressure instead of loss. A unicast frame for a guest whose RX ring
@@ -78,24 +72,21 @@ export class Engine {
   readonly fdb: Fdb;
   readonly #c: Float64Array;
   readonly #onBroken: BrokenHandler;
-  readonly #burst: Frame[] = makeBurst(BURST);
-  /** The TAP frame record, apart from the burst so a held TAP frame survives guest polling. */
-  readonly #tapFrame: Frame = makeBurst(1)[0];
-  /** The TAP port whose staged frame is held back (see HOLD_MS), or null. */
-  #heldTap: DpPort | null = null;
-  // The TAP staging buffer and the egress scratch live in one anonymous
-  // mapping, so the address window can span them and the guests' regions
-  // (address_window.ts).
+  /** The record `inject` runs a control frame through. */
+  readonly #injected = new Frame();
+  // Inject's staging buffer, in its own (shareable) mapping so the copy window
+  // can span it with the guests' regions (address_window.ts).
   readonly #scratchMap = mmap(
     -1,
     SCRATCH_SIZE,
     0,
     PROT_READ | PROT_WRITE,
-    MAP_PRIVATE | MAP_ANONYMOUS,
+    MAP_SHARED | MAP_ANONYMOUS,
   );
   readonly #staging = new Uint8Array(this.#scratchMap.buffer, 0, STAGING_SIZE);
   readonly #staging32 = new Uint32Array(this.#scratchMap.buffer, 0, STAGING_WORDS);
   readonly #egress: Egress;
+  readonly #breakPort = (q: DpPort, reason: string) => this.breakPort(q, reason);
   // Capture (capture_ring.ts): direction bits per port id, all 0 until a ring is set.
   // Capture off costs one load of this array per frame and port.
   // (Shared from the start, so the loads stay monomorphic when the ring's array replaces it.)
@@ -106,12 +97,7 @@ export class Engine {
     this.#c = counters;
     this.fdb = fdb;
     this.#onBroken = onBroken;
-    this.#egress = new Egress(counters, {
-      map: this.#scratchMap,
-      hdrOffset: HDR_OFFSET,
-      segOffset: SEG_OFFSET,
-      segSize: SEG_SIZE,
-    }, (q, reason) => this.breakPort(q, reason));
+    this.#egress = new Egress(counters);
     this.updateWindow();
   }
 
@@ -139,10 +125,14 @@ export class Engine {
     );
   }
 
-  /** Rebuilds the copy window over every guest region and the scratch area (control path). */
+  /**
+   * Rebuilds the copy window over every guest region, every driver's
+   * buffers and the scratch area (control path).
+   */
   updateWindow(): boolean {
     const ranges: Range[] = [{ address: this.#scratchMap.address, size: SCRATCH_SIZE }];
     for (const p of this.ports) {
+      if (p.tap !== null) ranges.push(p.tap.range);
       const m = p.mem;
       if (m === null) continue;
       for (let i = 0; i < m.count; i++) ranges.push({ address: m.base[i], size: m.size[i] });
@@ -150,19 +140,33 @@ export class Engine {
     return updateWindow(ranges);
   }
 
-  /** Adds a port (control path). */
+  /**
+   * Adds a port and gives it its driver: a vhost-user net queue pair, or a
+   * TAP queue on its fd (control path).
+   */
   add(port: DpPort): void {
+    if (port.driver === null) {
+      if (port.kind === PortKind.VHOST) {
+        port.vq = new VhostNetQueuePair(port, this.#c, this.#breakPort);
+        port.driver = port.vq;
+      } else {
+        port.tap = new TapQueue(port, this.#c, port.fd);
+        port.driver = port.tap;
+      }
+    }
     this.byId[port.id] = port;
     this.ports = [...this.ports.filter((p) => p.id !== port.id), port];
+    if (port.tap !== null) this.updateWindow();
   }
 
-  /** Removes a port and its FDB entries (control path). */
+  /** Removes a port, its FDB entries and its driver's memory (control path). */
   remove(id: number): void {
-    if (this.#heldTap?.id === id) this.#heldTap = null;
+    const p = this.byId[id];
     this.byId[id] = undefined;
-    this.ports = this.ports.filter((p) => p.id !== id);
+    this.ports = this.ports.filter((q) => q.id !== id);
     this.fdb.removePort(id);
     this.updateWindow();
+    p?.tap?.close();
   }
 
   /** Stops a port after a fault, counts it and reports it once. */
@@ -182,59 +186,25 @@ export class Engine {
     let work = 0;
     for (let i = 0; i < ports.length; i++) {
       const p = ports[i];
-      if (p.broken) continue;
+      if (p.broken || p.driver === null) continue;
       try {
-        work += p.kind === PortKind.VHOST ? this.#pollGuest(p, now) : this.#pollTap(p, now);
+        work += this.#poll(p, now);
       } catch (e) {
         // A bug or a fault while reading from one port stops only that port (item 33).
         this.breakPort(p, `exception: ${(e as Error)?.stack ?? e}`);
       }
     }
     // One used-index publish and at most one interrupt per RX queue per round.
-    for (let i = 0; i < ports.length; i++) {
-      const p = ports[i];
-      const rx = p.rx;
-      if (rx !== null && rx.pendingUsed > 0 && !p.broken && rx.publish()) {
-        this.#egress.call(p, p.callRx);
-      }
-    }
+    for (let i = 0; i < ports.length; i++) ports[i].driver?.flush();
     return work;
   }
 
-  #pollGuest(p: DpPort, now: number): number {
-    const ring = p.tx;
-    if (ring === null) return 0;
-    let n = ring.available();
-    if (n < 0) {
-      this.breakPort(p, "TX avail index more than the ring size ahead");
-      return 0;
-    }
-    if (n > BURST) n = BURST;
-    const c = this.#c;
-    const burst = this.#burst;
-    const hl = p.hdrLen;
-    // pop + parse
-    for (let k = 0; k < n; k++) {
-      const f = burst[k];
-      const head = ring.nextHead();
-      f.head = head;
-      f.segs.reset();
-      const total = ring.walk(head, f.segs, false);
-      if (total < 0) {
-        c[p.cbase + C.dropBadDescriptor]++;
-        f.out = OUT_DROP;
-        continue;
-      }
-      f.pos = hl;
-      f.len = total - hl;
-      const r = parseFrame(f, p.ingressCaps, p.maxFrame, false);
-      if (r !== PARSE_OK) {
-        c[p.cbase + r]++;
-        f.out = OUT_DROP;
-      } else {
-        f.out = 0;
-      }
-    }
+  // One burst from port `p`'s driver through classify and deliver.
+  #poll(p: DpPort, now: number): number {
+    const d = p.driver!;
+    const n = d.receive(BURST);
+    if (n === 0) return 0;
+    const burst = d.burst;
     // classify
     for (let k = 0; k < n; k++) {
       const f = burst[k];
@@ -246,15 +216,11 @@ export class Engine {
       const f = burst[k];
       if (f.out === OUT_DROP) continue;
       if (f.out >= 0 ? this.#unicast(f, now) : (this.#forward(p, f), false)) {
-        taken = k; // held back: this chain and the ones after it are taken again next round
+        taken = k; // held back: this frame and the ones after it come again next round
         break;
       }
     }
-    if (taken < n) ring.unget(n - taken);
-    // TX buffers go back only now, after every copy out of them, with length
-    // 0: the device wrote nothing (§2.7.8).
-    for (let k = 0; k < taken; k++) ring.pushUsed(burst[k].head, 0);
-    if (taken > 0 && ring.publish()) this.#egress.call(p, p.callTx);
+    d.complete(n, taken);
     return n;
   }
 
@@ -280,64 +246,20 @@ export class Engine {
     return false;
   }
 
-  #pollTap(p: DpPort, now: number): number {
-    const buf = this.#staging;
-    const f = this.#tapFrame;
-    const c = this.#c;
-    let k = 0;
-    if (this.#heldTap !== null) {
-      // The staged frame waits for its guest's buffers; the staging buffer with it.
-      if (this.#heldTap !== p) return 0;
-      if (this.#unicast(f, now)) return 1;
-      this.#heldTap = null;
-      k = 1;
-    }
-    for (; k < BURST; k++) {
-      const n = libc.read(p.fd, buf, STAGING_SIZE);
-      if (n < 0) break; // EAGAIN: drained (other errors show up as link state)
-      if (n >= STAGING_SIZE) {
-        c[p.cbase + C.dropTooBig]++; // the kernel had more than we can hold: cut short
-        continue;
-      }
-      f.segs.reset();
-      f.segs.push(buf, this.#staging32, 0, n, this.#scratchMap.address);
-      f.pos = NET_HDR_SIZE;
-      f.len = n - NET_HDR_SIZE;
-      // The kernel's header is checked like a guest's (CHECKLIST 39).
-      const r = parseFrame(f, p.ingressCaps, p.maxFrame, true);
-      if (r !== PARSE_OK) {
-        c[p.cbase + r]++;
-        continue;
-      }
-      f.out = this.#classify(p, f, now);
-      if (f.out === OUT_DROP) continue;
-      if (f.out < 0) this.#forward(p, f);
-      else if (this.#unicast(f, now)) {
-        this.#heldTap = p;
-        return k + 1;
-      }
-    }
-    return k;
-  }
-
   /**
    * Runs `frame` through ingress as if port `p` had sent it: learned at
    * once, then switched like any frame (control path: SEND_RARP's RARP
-   * after a migration). Staged like a TAP frame behind a zero header, so
-   * copies out of it stay inside the address window.
+   * after a migration). Staged behind a zero header in the engine's
+   * scratch, so copies out of it stay inside the address window. Never
+   * held back: it is flooded or delivered now, or dropped.
    */
   inject(p: DpPort, frame: Uint8Array, now: number): void {
     const n = NET_HDR_SIZE + frame.length;
     if (p.broken || n >= STAGING_SIZE) return;
-    if (this.#heldTap !== null) {
-      // The staging buffer is ours now: the held TAP frame is dropped (a rare control event).
-      this.#c[this.#heldTap.cbase + C.dropNoBuffer]++;
-      this.#heldTap = null;
-    }
     const buf = this.#staging;
     buf.fill(0, 0, NET_HDR_SIZE);
     buf.set(frame, NET_HDR_SIZE);
-    const f = this.#burst[0];
+    const f = this.#injected;
     f.segs.reset();
     f.segs.push(buf, this.#staging32, 0, n, this.#scratchMap.address);
     f.pos = NET_HDR_SIZE;
@@ -350,10 +272,13 @@ export class Engine {
   // Counts the frame in, learns its source and finds its destination.
   #classify(p: DpPort, f: Frame, now: number): number {
     const c = this.#c;
-    c[p.cbase + C.rxPackets]++;
-    c[p.cbase + C.rxBytes] += f.len;
-    // Capture hook, ingress: the frame as read from the port.
-    if ((this.#capFlags[p.id] & Direction.RX) !== 0) this.#captureFrame(p.id, Direction.RX, f);
+    // A frame held back last round was counted and captured then (see HOLD_MS).
+    if (!f.again) {
+      c[p.cbase + C.rxPackets]++;
+      c[p.cbase + C.rxBytes] += f.len;
+      // Capture hook, ingress: the frame as read from the port.
+      if ((this.#capFlags[p.id] & Direction.RX) !== 0) this.#captureFrame(p.id, Direction.RX, f);
+    }
     // Learn unicast sources only (a multicast source address is invalid).
     if ((f.srcHi & 0x100) === 0) this.fdb.learn(f.srcHi, f.srcLo, p.id, now);
     if ((f.dstHi & 0x100) === 0) {

@@ -46,6 +46,8 @@ export class Frame {
   headerBytes = 0;
   /** The ring head the frame came from (vhost ingress). */
   head = 0;
+  /** The driver buffer holding the frame (a TAP's staging slot). */
+  slot = 0;
   /** Position of the Ethernet header in `segs` (the ingress header length). */
   pos = 0;
   /** Ethernet frame length (without the virtio-net header). */
@@ -60,6 +62,11 @@ export class Frame {
   offload = false;
   /** The TAP's kernel vouched for the checksum (VIRTIO_NET_HDR_F_DATA_VALID). */
   dataValid = false;
+  /**
+   * Held back in the previous round and taken again (its guest had no RX
+   * buffer): counted and captured already, so not again.
+   */
+  again = false;
   /** Destination port id, OUT_FLOOD or OUT_DROP. */
   out = OUT_DROP;
 }

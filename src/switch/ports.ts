@@ -28,7 +28,7 @@ import {
 import { logger } from "../log.ts";
 import { Connection } from "../vhost_user/connection.ts";
 import { type DeviceBackend, VhostUserDevice } from "../vhost_user/device.ts";
-import type { MappedRegion } from "../vhost_user/memory_table.ts";
+import type { MappedRegion } from "../types/memory.ts";
 import type { Reactor } from "../vhost_user/reactor.ts";
 import { ETH_OVERHEAD, NET_HDR_SIZE } from "../virtio/net_header.ts";
 import { offeredFeatures, OFFLOAD_NAMES, type OffloadName } from "../virtio/features.ts";
@@ -40,7 +40,7 @@ import {
   OFFLOAD_USO4,
   OFFLOAD_USO6,
 } from "../net/offload.ts";
-import type { LogPlace, QueueStart } from "./dataplane_api.ts";
+import type { LogPlace, QueueStart } from "../types/queue.ts";
 import type { Dataplane } from "./dataplane.ts";
 import { PortKind } from "./dp_port.ts";
 

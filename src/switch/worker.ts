@@ -109,14 +109,16 @@ function execute(cmd: Command): Reply["result"] {
       unwatchKick(p.id);
       Atomics.store(capture.flags, p.id, 0); // the next port with this id starts uncaptured
       if (p.kind === PortKind.TAP) epoll.remove(p.fd);
-      p.rx = p.tx = null;
+      p.vq?.setQueue(0, null, -1);
+      p.vq?.setQueue(1, null, -1);
       p.mem = null;
       engine.remove(cmd.id);
       return;
     }
     case "setMemory": {
       const p = port(cmd.id);
-      if (p.rx !== null || p.tx !== null) {
+      const vq = p.vq;
+      if (vq !== null && (vq.rx !== null || vq.tx !== null)) {
         throw new Error(`Cannot change memory of port ${p.name}: queues running`);
       }
       p.mem = cmd.regions === null ? null : new GuestMemory(cmd.regions);
@@ -127,34 +129,30 @@ function execute(cmd: Command): Reply["result"] {
     case "startQueue": {
       const p = port(cmd.id);
       const s = cmd.start;
-      if (p.mem === null) {
+      const vq = p.vq;
+      if (p.mem === null || vq === null) {
         throw new Error(`Cannot start queue ${s.q} of port ${p.name}: no memory table`);
       }
-      const ring = new SplitRing(
-        p.mem,
-        s.size,
-        s.desc,
-        s.avail,
-        s.used,
-        s.base,
-        s.indirect,
+      const ring = new SplitRing({
+        mem: p.mem,
+        size: s.size,
+        desc: s.desc,
+        avail: s.avail,
+        used: s.used,
+        base: s.base,
+        indirect: s.indirect,
         // A GSO frame may be longer than the MTU (CHECKLIST 21, 35: the parser bounds it).
-        s.hdrLen + Math.max(p.maxFrame, MAX_GSO_FRAME),
-        s.eventIdx,
-      );
-      ring.usedLogAddr = s.logUsed;
+        maxReadable: s.hdrLen + Math.max(p.maxFrame, MAX_GSO_FRAME),
+        eventIdx: s.eventIdx,
+        logUsed: s.logUsed,
+      });
       ring.setLog(p.log);
-      p.hdrLen = s.hdrLen;
-      p.mergeable = s.mergeable;
+      vq.hdrLen = s.hdrLen;
+      vq.mergeable = s.mergeable;
       p.ingressCaps = guestIngressCaps(s.features);
       p.egressCaps = guestEgressCaps(s.features);
-      if (s.q === 0) {
-        p.rx = ring;
-        p.rxKnown = 0;
-        p.callRx = s.callFd;
-      } else {
-        p.tx = ring;
-        p.callTx = s.callFd;
+      vq.setQueue(s.q, ring, s.callFd);
+      if (s.q !== 0) {
         ring.setNoNotify(true);
         if (s.kickFd >= 0) {
           unwatchKick(p.id);
@@ -165,24 +163,19 @@ function execute(cmd: Command): Reply["result"] {
       return;
     }
     case "stopQueue": {
-      const p = port(cmd.id);
-      const ring = cmd.q === 0 ? p.rx : p.tx;
-      if (ring === null) return -1;
+      const vq = port(cmd.id).vq;
+      const ring = vq === null ? null : cmd.q === 0 ? vq.rx : vq.tx;
+      if (vq === null || ring === null) return -1;
       ring.publish(); // nothing may stay unpublished (normally already done by the round)
-      if (cmd.q === 0) {
-        p.rx = null;
-        p.callRx = -1;
-      } else {
-        p.tx = null;
-        p.callTx = -1;
-        unwatchKick(p.id);
-      }
+      vq.setQueue(cmd.q, null, -1);
+      if (cmd.q !== 0) unwatchKick(cmd.id);
       return ring.lastAvail;
     }
     case "setCall": {
-      const p = port(cmd.id);
-      if (cmd.q === 0) p.callRx = cmd.fd;
-      else p.callTx = cmd.fd;
+      const vq = port(cmd.id).vq;
+      if (vq === null) return;
+      if (cmd.q === 0) vq.callRx = cmd.fd;
+      else vq.callTx = cmd.fd;
       return;
     }
     case "setMaxFrame":
@@ -195,8 +188,8 @@ function execute(cmd: Command): Reply["result"] {
       p.log = cmd.log === null
         ? null
         : new DirtyLog(cmd.log.address, cmd.log.size, counters, p.cbase + C.dirtyLogBeyond);
-      p.rx?.setLog(p.log);
-      p.tx?.setLog(p.log);
+      p.vq?.rx?.setLog(p.log);
+      p.vq?.tx?.setLog(p.log);
       return;
     }
     case "inject":
@@ -238,13 +231,13 @@ async function drainCommands(): Promise<void> {
 
 function setNotify(on: boolean): void {
   const ports = engine.ports;
-  for (let i = 0; i < ports.length; i++) ports[i].tx?.setNoNotify(!on);
+  for (let i = 0; i < ports.length; i++) ports[i].vq?.tx?.setNoNotify(!on);
 }
 
 function anyAvailable(): boolean {
   const ports = engine.ports;
   for (let i = 0; i < ports.length; i++) {
-    const t = ports[i].tx;
+    const t = ports[i].vq?.tx ?? null;
     if (t !== null && !ports[i].broken && t.available() !== 0) return true;
   }
   return false;

@@ -37,8 +37,8 @@ import {
 } from "../virtio/features.ts";
 import { netHeaderSize } from "../virtio/net_header.ts";
 import { ringPartSizes } from "../virtio/split_ring.ts";
-import type { QueueStart } from "../switch/dataplane_api.ts";
-import type { MappedRegion } from "./memory_table.ts";
+import type { QueueStart } from "../types/queue.ts";
+import type { MappedRegion } from "../types/memory.ts";
 import { DeviceMemory } from "./device_memory.ts";
 import { isUnicastMac, rarpFrame } from "./rarp.ts";
 import { freshVring, type Vring, vringFdTarget } from "./vring.ts";

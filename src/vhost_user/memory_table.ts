@@ -16,6 +16,7 @@
  * @module
  */
 
+import type { MappedRegion } from "../types/memory.ts";
 import { type FileStat, fstat, getSeals, type Mapping, mmap, munmap } from "../../ffi/memory.ts";
 import { closeAll } from "../../ffi/io.ts";
 import { F_SEAL_SHRINK, S_IFMT, S_IFREG } from "../../ffi/constants.ts";
@@ -41,15 +42,6 @@ export interface RegionDescriptor {
 }
 
 /** A region as the dataplane sees it: where it is mapped here. */
-export interface MappedRegion {
-  /** Guest-physical start. */
-  gpa: number;
-  /** Size in bytes. */
-  size: number;
-  /** Address of the region's first byte in this process. */
-  address: number;
-}
-
 /** A frontend-virtual range resolved to a region and an offset in it. */
 export interface Translation {
   /** Region index. */

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { MappedRegion } from "../vhost_user/memory_table.ts";
+import type { MappedRegion } from "../types/memory.ts";
 
 /** The views and translation for one guest's memory. */
 export class GuestMemory {

@@ -24,6 +24,9 @@
 import type { GuestMemory } from "./guest_memory.ts";
 import type { SegList } from "./chain.ts";
 import type { DirtyLog } from "./dirty_log.ts";
+import type { Virtqueue, VirtqueueOptions } from "./virtqueue.ts";
+
+export type { VirtqueueOptions } from "./virtqueue.ts";
 
 /** §2.7.5: descriptor continues via `next`. */
 export const VIRTQ_DESC_F_NEXT = 1;
@@ -52,17 +55,11 @@ export const WalkError = {
   TOO_LONG: -6,
 } as const;
 
-/** Where one part of a ring lives: region index and byte offset. */
-export interface RingPart {
-  region: number;
-  offset: number;
-}
-
 const TWO32 = 0x1_0000_0000;
 const HIGH_LIMIT = 0x20_0000; // high word ≥ 2^21 means ≥ 2^53
 
 /** Device-side state of one split virtqueue. */
-export class SplitRing {
+export class SplitRing implements Virtqueue {
   /** Queue size (power of two, ≤ 32768). */
   readonly size: number;
   readonly #mask: number;
@@ -100,23 +97,10 @@ export class SplitRing {
   /** usedLogAddr as of the last setLog. */
   #logUsed = 0;
 
-  /**
-   * @param mem the guest's memory
-   * @param size queue size, already validated
-   * @param desc/avail/used where the parts live (validated: in one region, aligned)
-   * @param base the next avail index (SET_VRING_BASE)
-   */
-  constructor(
-    mem: GuestMemory,
-    size: number,
-    desc: RingPart,
-    avail: RingPart,
-    used: RingPart,
-    base: number,
-    indirect: boolean,
-    maxReadable: number,
-    eventIdx: boolean,
-  ) {
+  /** A split ring over `options` (validated by the control plane). */
+  constructor(options: VirtqueueOptions) {
+    const { mem, size, desc, avail, used } = options;
+    const base = options.base ?? 0;
     this.size = size;
     this.#mask = size - 1;
     this.#mem = mem;
@@ -134,9 +118,10 @@ export class SplitRing {
     this.#usedWord = used.offset / 4;
     this.lastAvail = base & 0xffff;
     this.usedIdx = base & 0xffff;
-    this.indirect = indirect;
-    this.maxReadable = maxReadable;
-    this.eventIdx = eventIdx;
+    this.indirect = options.indirect;
+    this.maxReadable = options.maxReadable;
+    this.eventIdx = options.eventIdx;
+    this.usedLogAddr = options.logUsed ?? -1;
     this.#published = this.usedIdx;
     this.#usedEventHalf = this.#availHalf + 2 + size;
     this.#availEventHalf = this.#usedHalf + 2 + 4 * size;

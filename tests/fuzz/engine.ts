@@ -300,7 +300,7 @@ function predictTx(
   p.taken = n;
   const writes: Span[] = [];
   const mask = lay.size - 1;
-  const hl = hostile.hdrLen;
+  const hl = hostile.vq!.hdrLen;
   for (let k = 0; k < n; k++) {
     const reads: Span[] = [];
     const entry = 4 + 2 * ((ring.lastAvail + k) & mask);
@@ -444,33 +444,33 @@ function runEngineCase(c: EngineCase, callFd: number): void {
     const tx = buildRing(mem, c.tx, c.tables, c.fill, false, c.hdrLen);
     const rx = c.rx ? buildRing(mem, c.rx, [], c.fill ^ 0x1234, true, c.hdrLen) : null;
     const gm = new GuestMemory(mem.regions);
-    hostile.mem = gm;
-    hostile.hdrLen = c.hdrLen;
-    hostile.mergeable = c.mergeable;
-    hostile.tx = makeRing(gm, tx, c.tx, c.hdrLen + c.maxFrame);
-    hostile.rx = rx && c.rx ? makeRing(gm, rx, c.rx, c.hdrLen + c.maxFrame) : null;
-    hostile.callTx = callFd;
-    hostile.callRx = callFd;
-    gp.mem = good.mem;
-    gp.hdrLen = GOOD_HDR;
-    gp.mergeable = c.goodMergeable;
-    gp.rx = good.ring(0);
-    gp.tx = good.ring(1);
-    gp.callRx = callFd;
     engine.add(hostile);
     engine.add(gp);
+    hostile.mem = gm;
+    hostile.vq!.hdrLen = c.hdrLen;
+    hostile.vq!.mergeable = c.mergeable;
+    hostile.vq!.tx = makeRing(gm, tx, c.tx, c.hdrLen + c.maxFrame);
+    hostile.vq!.rx = rx && c.rx ? makeRing(gm, rx, c.rx, c.hdrLen + c.maxFrame) : null;
+    hostile.vq!.callTx = callFd;
+    hostile.vq!.callRx = callFd;
+    gp.mem = good.mem;
+    gp.vq!.hdrLen = GOOD_HDR;
+    gp.vq!.mergeable = c.goodMergeable;
+    gp.vq!.rx = good.ring(0);
+    gp.vq!.tx = good.ring(1);
+    gp.vq!.callRx = callFd;
     engine.updateWindow();
 
     let rxNext = 0;
     c.rounds.forEach((round, n) => {
       const ctx = `round ${n}`;
-      for (const p of round.pokes) applyPoke(mem, tx, p, hostile.tx?.lastAvail ?? 0);
-      if (rx && hostile.rx && round.rxPost > 0) {
+      for (const p of round.pokes) applyPoke(mem, tx, p, hostile.vq!.tx?.lastAvail ?? 0);
+      if (rx && hostile.vq!.rx && round.rxPost > 0) {
         const heads = Array.from(
           { length: round.rxPost },
           () => ({ t: "i" as const, v: rxNext++ }),
         );
-        applyPoke(mem, rx, { t: "post", heads, overflow: false }, hostile.rx.lastAvail);
+        applyPoke(mem, rx, { t: "post", heads, overflow: false }, hostile.vq!.rx.lastAvail);
       }
       const goodFrames = good.send(round.good, n * 7);
       const hostileWasBroken = hostile.broken;
@@ -480,23 +480,23 @@ function runEngineCase(c: EngineCase, callFd: number): void {
         const [h, l] = macKey(new Uint8Array(b), 0);
         fdb.set(`${h}:${l}`, e.port);
       }
-      const pred = hostileWasBroken || hostile.tx === null
+      const pred = hostileWasBroken || hostile.vq!.tx === null
         ? null
-        : predictTx(mem, tx, c.tx, hostile.tx, hostile, fdb, GOOD);
+        : predictTx(mem, tx, c.tx, hostile.vq!.tx as SplitRing, hostile, fdb, GOOD);
       const before = { h: counters(cnt, HOSTILE), g: counters(cnt, GOOD) };
       const memBefore = snapshot(mem);
       const goodBefore = good.u8.slice();
-      const txLast = hostile.tx?.lastAvail ?? 0;
-      const rxLast = hostile.rx?.lastAvail ?? 0;
+      const txLast = hostile.vq!.tx?.lastAvail ?? 0;
+      const rxLast = hostile.vq!.rx?.lastAvail ?? 0;
       // RX chains the engine may fill this round, walked beforehand: the write set's superset.
       const rxAllowed: Span[] = [];
       const rxReads: Span[] = [];
-      if (rx && hostile.rx && c.rx) {
+      if (rx && hostile.vq!.rx && c.rx) {
         // The engine takes at most MAX_MERGE (64) chains per frame it delivers,
         // from what avail.idx says now or, cached, from what it said before
         // (rxKnown: one avail read per burst) — even if the guest since moved
         // avail.idx back (here: its used ring overlapping its avail ring).
-        const ahead = Math.max((u16At(mem, rx.avail, 2) - rxLast) & 0xffff, hostile.rxKnown);
+        const ahead = Math.max((u16At(mem, rx.avail, 2) - rxLast) & 0xffff, hostile.vq!.rxKnown);
         for (let k = 0; k < Math.min(ahead, rx.size, 64 * goodFrames.length); k++) {
           const e = 4 + 2 * ((rxLast + k) & (rx.size - 1));
           rxReads.push({ r: rx.avail.region, off: rx.avail.offset + e, len: 2 });
@@ -640,10 +640,10 @@ function runEngineCase(c: EngineCase, callFd: number): void {
             fail(`${ctx}: hostile ${k} +${got}, model +${v} (${JSON.stringify(pred.counts)})`);
           }
         }
-        if (hostile.tx && ((hostile.tx.lastAvail - txLast) & 0xffff) !== pred.taken) {
+        if (hostile.vq!.tx && ((hostile.vq!.tx.lastAvail - txLast) & 0xffff) !== pred.taken) {
           fail(
             `${ctx}: hostile TX took ${
-              (hostile.tx.lastAvail - txLast) & 0xffff
+              (hostile.vq!.tx.lastAvail - txLast) & 0xffff
             } chains, model ${pred.taken}`,
           );
         }

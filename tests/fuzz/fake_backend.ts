@@ -7,9 +7,9 @@
  */
 
 import { type DeviceBackend, NUM_RINGS } from "../../src/vhost_user/device.ts";
-import type { MappedRegion } from "../../src/vhost_user/memory_table.ts";
+import type { MappedRegion } from "../../src/types/memory.ts";
 import { MAX_RING_SIZE } from "../../src/vhost_user/protocol.ts";
-import type { QueueStart } from "../../src/switch/dataplane_api.ts";
+import type { QueueStart } from "../../src/types/queue.ts";
 import { GuestMemory } from "../../src/virtio/guest_memory.ts";
 import { ringPartSizes, SplitRing } from "../../src/virtio/split_ring.ts";
 import { describe } from "./common.ts";
@@ -144,17 +144,17 @@ export class FakeBackend implements DeviceBackend {
     const where =
       `ring ${s.q} (size ${s.size}, avail at ${s.avail.region}:${s.avail.offset}, used at ${s.used.region}:${s.used.offset})`;
     try {
-      const ring = new SplitRing(
+      const ring = new SplitRing({
         mem,
-        s.size,
-        s.desc,
-        s.avail,
-        s.used,
-        s.base,
-        s.indirect,
-        s.hdrLen + 9018,
-        s.eventIdx,
-      );
+        size: s.size,
+        desc: s.desc,
+        avail: s.avail,
+        used: s.used,
+        base: s.base,
+        indirect: s.indirect,
+        maxReadable: s.hdrLen + 9018,
+        eventIdx: s.eventIdx,
+      });
       const a = mem.u8[s.avail.region], ao = s.avail.offset + 2;
       const saved = [a[ao], a[ao + 1]];
       const marker = (s.base + 1) & 0xffff;

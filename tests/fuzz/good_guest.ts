@@ -7,7 +7,7 @@
 
 import { type Mapping, mmap, munmap } from "../../ffi/memory.ts";
 import { MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from "../../ffi/constants.ts";
-import type { MappedRegion } from "../../src/vhost_user/memory_table.ts";
+import type { MappedRegion } from "../../src/types/memory.ts";
 import { GuestMemory } from "../../src/virtio/guest_memory.ts";
 import { SplitRing, VIRTQ_DESC_F_WRITE } from "../../src/virtio/split_ring.ts";
 import { fail } from "./common.ts";
@@ -78,17 +78,17 @@ export class GoodGuest {
     const [d, a, u, n] = q === 0
       ? [GoodGuest.RX_DESC, GoodGuest.RX_AVAIL, GoodGuest.RX_USED, GOOD_RX]
       : [GoodGuest.TX_DESC, GoodGuest.TX_AVAIL, GoodGuest.TX_USED, GOOD_TX];
-    return new SplitRing(
-      this.mem,
-      n,
-      { region: 0, offset: d },
-      { region: 0, offset: a },
-      { region: 0, offset: u },
-      0,
-      false,
-      GOOD_HDR + GOOD_MAX_FRAME,
-      false,
-    );
+    return new SplitRing({
+      mem: this.mem,
+      size: n,
+      desc: { region: 0, offset: d },
+      avail: { region: 0, offset: a },
+      used: { region: 0, offset: u },
+      base: 0,
+      indirect: false,
+      maxReadable: GOOD_HDR + GOOD_MAX_FRAME,
+      eventIdx: false,
+    });
   }
 
   /** Queues broadcast frames of these lengths; returns their bytes (without header). */

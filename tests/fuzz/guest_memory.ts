@@ -9,7 +9,7 @@
 import fc from "fast-check";
 import { type Mapping, mmap, munmap } from "../../ffi/memory.ts";
 import { MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from "../../ffi/constants.ts";
-import type { MappedRegion } from "../../src/vhost_user/memory_table.ts";
+import type { MappedRegion } from "../../src/types/memory.ts";
 import {
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,

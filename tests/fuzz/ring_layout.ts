@@ -528,17 +528,17 @@ export function makeRing(
   maxReadable: number,
 ): SplitRing {
   const part = (p: Placed) => ({ region: p.region, offset: p.offset });
-  return new SplitRing(
-    gm,
-    lay.size,
-    part(lay.desc),
-    part(lay.avail),
-    part(lay.used),
-    spec.base,
-    spec.indirect,
+  return new SplitRing({
+    mem: gm,
+    size: lay.size,
+    desc: part(lay.desc),
+    avail: part(lay.avail),
+    used: part(lay.used),
+    base: spec.base,
+    indirect: spec.indirect,
     maxReadable,
-    spec.eventIdx,
-  );
+    eventIdx: spec.eventIdx,
+  });
 }
 
 export const u16At = (mem: FuzzMem, p: Placed, off: number) =>

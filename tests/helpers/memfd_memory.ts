@@ -7,7 +7,7 @@
 
 import { ftruncate, type Mapping, memfdCreate, mmap, munmap } from "../../ffi/memory.ts";
 import { closeFd } from "../../ffi/io.ts";
-import type { MappedRegion } from "../../src/vhost_user/memory_table.ts";
+import type { MappedRegion } from "../../src/types/memory.ts";
 
 /** A memfd-backed memory, presented as regions at chosen guest-physical addresses. */
 export class TestMemory {

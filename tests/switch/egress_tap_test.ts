@@ -20,8 +20,7 @@ import {
   OFFLOAD_USO4,
   OFFLOAD_USO6,
 } from "../../src/net/offload.ts";
-import { mmap, munmap } from "../../ffi/memory.ts";
-import { MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from "../../ffi/constants.ts";
+import { TapQueue } from "../../src/switch/drivers/tap.ts";
 import { closeAll, readFd } from "../../ffi/io.ts";
 import { socketPair } from "../../ffi/socket.ts";
 import { Arena, buildPacket, type Built } from "../net/packets.ts";
@@ -39,24 +38,20 @@ import {
 const ALL = OFFLOAD_CSUM | OFFLOAD_TSO4 | OFFLOAD_TSO6 | OFFLOAD_ECN | OFFLOAD_USO4 |
   OFFLOAD_USO6;
 
-/** An Egress over its own scratch mapping, and TAP ports on socketpairs. */
+/** An Egress, and TAP ports (with their drivers) on socketpairs. */
 function rig() {
   const counters = new Float64Array(4 * COUNTERS_PER_PORT);
-  const map = mmap(-1, 1 << 17, 0, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
-  const egress = new Egress(counters, {
-    map,
-    hdrOffset: 0,
-    segOffset: 64,
-    segSize: (1 << 17) - 64,
-  }, () => {
-    throw new Error("no port should break");
-  });
+  const egress = new Egress(counters);
   const fds: number[] = [];
+  const drivers: TapQueue[] = [];
   const tap = (id: number, egressCaps: number) => {
     const [ours, kernel] = socketPair(true);
     fds.push(ours, kernel);
     const q = new DpPort(id, PortKind.TAP, `tap${id}`, 9018, ours);
     q.egressCaps = egressCaps;
+    q.tap = new TapQueue(q, counters, ours);
+    q.driver = q.tap;
+    drivers.push(q.tap);
     return { q, kernel };
   };
   return {
@@ -65,7 +60,7 @@ function rig() {
     tap,
     close() {
       closeAll(fds);
-      munmap(map);
+      for (const d of drivers) d.close();
     },
   };
 }

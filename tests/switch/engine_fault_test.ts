@@ -24,8 +24,8 @@ function rigWithFaultyPort(where: "tx" | "rx") {
   const reports: string[] = [];
   const rig = new ForwardRig(64, (p, why) => reports.push(`${p.name}: ${why}`));
   const faulty = new DpPort(2, PortKind.VHOST, "faulty", 9018);
-  faulty[where] = throwingRing;
   rig.engine.add(faulty);
+  faulty.vq![where] = throwingRing;
   return { rig, faulty, reports };
 }
 

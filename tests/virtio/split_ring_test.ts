@@ -17,17 +17,17 @@ const DESC = 0, AVAIL = 0x1000, USED = 0x2000, DATA = 0x4000;
 function setup(indirect = true, split?: number, base = 0, eventIdx = false) {
   const tm = new TestMemory(0x20000);
   const mem = new GuestMemory(tm.regions(0, split));
-  const ring = new SplitRing(
+  const ring = new SplitRing({
     mem,
-    SIZE,
-    { region: 0, offset: DESC },
-    { region: 0, offset: AVAIL },
-    { region: 0, offset: USED },
+    size: SIZE,
+    desc: { region: 0, offset: DESC },
+    avail: { region: 0, offset: AVAIL },
+    used: { region: 0, offset: USED },
     base,
     indirect,
-    9018 + 12,
+    maxReadable: 9018 + 12,
     eventIdx,
-  );
+  });
   const avail = (heads: number[]) => {
     heads.forEach((h, i) => tm.view.setUint16(AVAIL + 4 + 2 * i, h, true));
     tm.view.setUint16(AVAIL + 2, heads.length, true);
