@@ -10,7 +10,14 @@ import { closeFd } from "../../ffi/io.ts";
 import { logger } from "../log.ts";
 import { createCounterBuffer } from "./counters.ts";
 import { type CaptureBuffers, createCaptureBuffers } from "./capture_ring.ts";
-import { type BrokenEvent, type Command, CONTROL, type Reply } from "./dataplane_api.ts";
+import {
+  type BrokenEvent,
+  type CommandOf,
+  CONTROL,
+  type Op,
+  type Reply,
+  type Results,
+} from "./dataplane_api.ts";
 
 const log = logger("dataplane");
 
@@ -56,7 +63,7 @@ export class Dataplane {
     });
   }
 
-  readonly #init: Promise<Reply["result"]>;
+  readonly #init: Promise<void>;
 
   /** Starts a worker and waits until it runs. */
   static async start(agingMs: number): Promise<Dataplane> {
@@ -89,7 +96,7 @@ export class Dataplane {
    * Sends a command and waits for the worker to carry it out. Rejects with
    * the worker's error message if it failed.
    */
-  async request(cmd: Command): Promise<Reply["result"]> {
+  async request<K extends Op>(cmd: CommandOf<K>): Promise<Results[K]> {
     if (this.#dead) throw this.#dead;
     const seq = ++this.#seq;
     const reply = new Promise<Reply>((resolve, reject) =>
@@ -100,7 +107,7 @@ export class Dataplane {
     eventfdWrite(this.#commandFd, 1);
     const r = await reply;
     if (!r.ok) throw new Error(`Dataplane cannot ${cmd.op}: ${r.error}`);
-    return r.result;
+    return r.result as Results[K];
   }
 
   /** Rounds the worker has run (liveness). */

@@ -54,6 +54,42 @@ export type Command =
   | { op: "setAging"; ms: number }
   | { op: "stop" };
 
+/** A command's name. */
+export type Op = Command["op"];
+
+/** The command named `K`. */
+export type CommandOf<K extends Op> = Extract<Command, { op: K }>;
+
+/**
+ * What each command answers: the one typed command set both sides use.
+ * The control plane's `Dataplane.request` returns `Results[op]`; the
+ * worker's handler for each op is checked against it (`satisfies`).
+ */
+export interface Results {
+  init: void;
+  addPort: void;
+  removePort: void;
+  setMemory: void;
+  startQueue: void;
+  /** The queue's next avail index (GET_VRING_BASE), or -1 if it was not running. */
+  stopQueue: number;
+  setCall: void;
+  setMaxFrame: void;
+  setLog: void;
+  inject: void;
+  /** The learned MACs. */
+  fdb: FdbEntry[];
+  /** How many entries were forgotten. */
+  fdbFlush: number;
+  setAging: void;
+  stop: void;
+}
+
+// Every command has a result type and every result a command (a compile-time check).
+const _resultsCoverCommands: [Exclude<Op, keyof Results>, Exclude<keyof Results, Op>] extends
+  [never, never] ? true : never = true;
+void _resultsCoverCommands;
+
 /** A command with its sequence number. */
 export type Envelope = Command & { seq: number };
 
@@ -61,8 +97,8 @@ export type Envelope = Command & { seq: number };
 export interface Reply {
   seq: number;
   ok: boolean;
-  /** stopQueue: the next avail index; fdb: the entries; fdbFlush: entries removed. */
-  result?: number | FdbEntry[];
+  /** `Results[op]` of the command with this `seq`. */
+  result?: Results[Op];
   error?: string;
 }
 

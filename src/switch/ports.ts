@@ -253,7 +253,7 @@ export class VhostPort extends Port implements DeviceBackend {
 
   /** DeviceBackend: stops a ring; resolves to its next avail index. */
   async stopQueue(q: number): Promise<number> {
-    return await this.dataplane.request({ op: "stopQueue", id: this.id, q }) as number;
+    return await this.dataplane.request({ op: "stopQueue", id: this.id, q });
   }
 
   /** DeviceBackend: replaces a running ring's call fd. */

@@ -233,7 +233,7 @@ export class Switch {
       if (!port) throw new Error(`Cannot flush the FDB of port ${name}: no such port`);
       id = port.id;
     }
-    return await this.#dataplane.request({ op: "fdbFlush", id }) as number;
+    return await this.#dataplane.request({ op: "fdbFlush", id });
   }
 
   /** A port by name. */
@@ -260,7 +260,7 @@ export class Switch {
 
   /** The learned MAC addresses. */
   async fdb(): Promise<FdbRow[]> {
-    const entries = await this.#dataplane.request({ op: "fdb" }) as FdbEntry[];
+    const entries = await this.#dataplane.request({ op: "fdb" });
     const names = new Map([...this.#ports.values()].map((p) => [p.id, p.name]));
     return entries.map((e) => ({ ...e, portName: names.get(e.port) ?? `#${e.port}` }));
   }

@@ -25,9 +25,12 @@ import { CaptureProducer } from "./capture_ring.ts";
 import {
   type BrokenEvent,
   type Command,
+  type CommandOf,
   CONTROL,
   type Envelope,
+  type Op,
   type Reply,
+  type Results,
 } from "./dataplane_api.ts";
 
 /**
@@ -83,129 +86,131 @@ function unwatchKick(id: number): void {
   kickFds.delete(id);
 }
 
+/**
+ * One handler per command (dataplane_api.ts): each returns what `Results`
+ * says its command answers, so both ends agree on every reply.
+ */
+const handlers: { [K in Op]: (cmd: CommandOf<K>) => Results[K] } = {
+  init(cmd) {
+    counters = new Float64Array(cmd.counters);
+    control = new Int32Array(cmd.control);
+    commandFd = cmd.commandFd;
+    epoll.add(commandFd, EPOLLIN, TOKEN_COMMAND);
+    engine = new Engine(counters, new Fdb(8192, cmd.agingMs), onBroken);
+    capture = new CaptureProducer(cmd.capture);
+    engine.setCapture(capture);
+  },
+  addPort(cmd) {
+    const p = new DpPort(cmd.id, cmd.kind, cmd.name, cmd.maxFrame, cmd.fd);
+    p.ingressCaps = cmd.ingressCaps;
+    p.egressCaps = cmd.egressCaps;
+    counters.fill(0, p.cbase, p.cbase + COUNTERS_PER_PORT);
+    engine.add(p);
+    if (p.kind === PortKind.TAP) epoll.add(p.fd, EPOLLIN, TOKEN_TAP + p.id);
+  },
+  removePort(cmd) {
+    const p = engine.byId[cmd.id];
+    if (p === undefined) return;
+    unwatchKick(p.id);
+    Atomics.store(capture.flags, p.id, 0); // the next port with this id starts uncaptured
+    if (p.kind === PortKind.TAP) epoll.remove(p.fd);
+    p.vq?.setQueue(0, null, -1);
+    p.vq?.setQueue(1, null, -1);
+    p.mem = null;
+    engine.remove(cmd.id);
+  },
+  setMemory(cmd) {
+    const p = port(cmd.id);
+    const vq = p.vq;
+    if (vq !== null && (vq.rx !== null || vq.tx !== null)) {
+      throw new Error(`Cannot change memory of port ${p.name}: queues running`);
+    }
+    p.mem = cmd.regions === null ? null : new GuestMemory(cmd.regions);
+    engine.updateWindow();
+    if (cmd.regions === null) p.broken = false; // a new connection starts clean
+  },
+  startQueue(cmd) {
+    const p = port(cmd.id);
+    const s = cmd.start;
+    const vq = p.vq;
+    if (p.mem === null || vq === null) {
+      throw new Error(`Cannot start queue ${s.q} of port ${p.name}: no memory table`);
+    }
+    const ring = new SplitRing({
+      mem: p.mem,
+      size: s.size,
+      desc: s.desc,
+      avail: s.avail,
+      used: s.used,
+      base: s.base,
+      indirect: s.indirect,
+      // A GSO frame may be longer than the MTU (CHECKLIST 21, 35: the parser bounds it).
+      maxReadable: s.hdrLen + Math.max(p.maxFrame, MAX_GSO_FRAME),
+      eventIdx: s.eventIdx,
+      logUsed: s.logUsed,
+    });
+    ring.setLog(p.log);
+    vq.hdrLen = s.hdrLen;
+    vq.mergeable = s.mergeable;
+    p.ingressCaps = guestIngressCaps(s.features);
+    p.egressCaps = guestEgressCaps(s.features);
+    vq.setQueue(s.q, ring, s.callFd);
+    if (s.q !== 0) {
+      ring.setNoNotify(true);
+      if (s.kickFd >= 0) {
+        unwatchKick(p.id);
+        epoll.add(s.kickFd, EPOLLIN, TOKEN_KICK + p.id);
+        kickFds.set(p.id, s.kickFd);
+      }
+    }
+  },
+  stopQueue(cmd) {
+    const vq = port(cmd.id).vq;
+    const ring = vq === null ? null : cmd.q === 0 ? vq.rx : vq.tx;
+    if (vq === null || ring === null) return -1;
+    ring.publish(); // nothing may stay unpublished (normally already done by the round)
+    vq.setQueue(cmd.q, null, -1);
+    if (cmd.q !== 0) unwatchKick(cmd.id);
+    return ring.lastAvail;
+  },
+  setCall(cmd) {
+    const vq = port(cmd.id).vq;
+    if (vq === null) return;
+    if (cmd.q === 0) vq.callRx = cmd.fd;
+    else vq.callTx = cmd.fd;
+  },
+  setMaxFrame(cmd) {
+    port(cmd.id).maxFrame = cmd.maxFrame;
+  },
+  setLog(cmd) {
+    // Between two rounds: no frame is half-written, and after this reply the
+    // old log is never touched again, so the control plane may unmap it.
+    const p = port(cmd.id);
+    p.log = cmd.log === null
+      ? null
+      : new DirtyLog(cmd.log.address, cmd.log.size, counters, p.cbase + C.dirtyLogBeyond);
+    p.vq?.rx?.setLog(p.log);
+    p.vq?.tx?.setLog(p.log);
+  },
+  inject(cmd) {
+    engine.inject(port(cmd.id), cmd.frame, performance.now());
+  },
+  fdb(_cmd) {
+    return engine.fdb.entries(performance.now());
+  },
+  fdbFlush(cmd) {
+    return cmd.id < 0 ? engine.fdb.clear() : engine.fdb.removePort(cmd.id);
+  },
+  setAging(cmd) {
+    engine.fdb.agingMs = cmd.ms;
+  },
+  stop(_cmd) {
+    running = false;
+  },
+};
+
 function execute(cmd: Command): Reply["result"] {
-  switch (cmd.op) {
-    case "init":
-      counters = new Float64Array(cmd.counters);
-      control = new Int32Array(cmd.control);
-      commandFd = cmd.commandFd;
-      epoll.add(commandFd, EPOLLIN, TOKEN_COMMAND);
-      engine = new Engine(counters, new Fdb(8192, cmd.agingMs), onBroken);
-      capture = new CaptureProducer(cmd.capture);
-      engine.setCapture(capture);
-      return;
-    case "addPort": {
-      const p = new DpPort(cmd.id, cmd.kind, cmd.name, cmd.maxFrame, cmd.fd);
-      p.ingressCaps = cmd.ingressCaps;
-      p.egressCaps = cmd.egressCaps;
-      counters.fill(0, p.cbase, p.cbase + COUNTERS_PER_PORT);
-      engine.add(p);
-      if (p.kind === PortKind.TAP) epoll.add(p.fd, EPOLLIN, TOKEN_TAP + p.id);
-      return;
-    }
-    case "removePort": {
-      const p = engine.byId[cmd.id];
-      if (p === undefined) return;
-      unwatchKick(p.id);
-      Atomics.store(capture.flags, p.id, 0); // the next port with this id starts uncaptured
-      if (p.kind === PortKind.TAP) epoll.remove(p.fd);
-      p.vq?.setQueue(0, null, -1);
-      p.vq?.setQueue(1, null, -1);
-      p.mem = null;
-      engine.remove(cmd.id);
-      return;
-    }
-    case "setMemory": {
-      const p = port(cmd.id);
-      const vq = p.vq;
-      if (vq !== null && (vq.rx !== null || vq.tx !== null)) {
-        throw new Error(`Cannot change memory of port ${p.name}: queues running`);
-      }
-      p.mem = cmd.regions === null ? null : new GuestMemory(cmd.regions);
-      engine.updateWindow();
-      if (cmd.regions === null) p.broken = false; // a new connection starts clean
-      return;
-    }
-    case "startQueue": {
-      const p = port(cmd.id);
-      const s = cmd.start;
-      const vq = p.vq;
-      if (p.mem === null || vq === null) {
-        throw new Error(`Cannot start queue ${s.q} of port ${p.name}: no memory table`);
-      }
-      const ring = new SplitRing({
-        mem: p.mem,
-        size: s.size,
-        desc: s.desc,
-        avail: s.avail,
-        used: s.used,
-        base: s.base,
-        indirect: s.indirect,
-        // A GSO frame may be longer than the MTU (CHECKLIST 21, 35: the parser bounds it).
-        maxReadable: s.hdrLen + Math.max(p.maxFrame, MAX_GSO_FRAME),
-        eventIdx: s.eventIdx,
-        logUsed: s.logUsed,
-      });
-      ring.setLog(p.log);
-      vq.hdrLen = s.hdrLen;
-      vq.mergeable = s.mergeable;
-      p.ingressCaps = guestIngressCaps(s.features);
-      p.egressCaps = guestEgressCaps(s.features);
-      vq.setQueue(s.q, ring, s.callFd);
-      if (s.q !== 0) {
-        ring.setNoNotify(true);
-        if (s.kickFd >= 0) {
-          unwatchKick(p.id);
-          epoll.add(s.kickFd, EPOLLIN, TOKEN_KICK + p.id);
-          kickFds.set(p.id, s.kickFd);
-        }
-      }
-      return;
-    }
-    case "stopQueue": {
-      const vq = port(cmd.id).vq;
-      const ring = vq === null ? null : cmd.q === 0 ? vq.rx : vq.tx;
-      if (vq === null || ring === null) return -1;
-      ring.publish(); // nothing may stay unpublished (normally already done by the round)
-      vq.setQueue(cmd.q, null, -1);
-      if (cmd.q !== 0) unwatchKick(cmd.id);
-      return ring.lastAvail;
-    }
-    case "setCall": {
-      const vq = port(cmd.id).vq;
-      if (vq === null) return;
-      if (cmd.q === 0) vq.callRx = cmd.fd;
-      else vq.callTx = cmd.fd;
-      return;
-    }
-    case "setMaxFrame":
-      port(cmd.id).maxFrame = cmd.maxFrame;
-      return;
-    case "setLog": {
-      // Between two rounds: no frame is half-written, and after this reply the
-      // old log is never touched again, so the control plane may unmap it.
-      const p = port(cmd.id);
-      p.log = cmd.log === null
-        ? null
-        : new DirtyLog(cmd.log.address, cmd.log.size, counters, p.cbase + C.dirtyLogBeyond);
-      p.vq?.rx?.setLog(p.log);
-      p.vq?.tx?.setLog(p.log);
-      return;
-    }
-    case "inject":
-      engine.inject(port(cmd.id), cmd.frame, performance.now());
-      return;
-    case "fdb":
-      return engine.fdb.entries(performance.now());
-    case "fdbFlush":
-      return cmd.id < 0 ? engine.fdb.clear() : engine.fdb.removePort(cmd.id);
-    case "setAging":
-      engine.fdb.agingMs = cmd.ms;
-      return;
-    case "stop":
-      running = false;
-      return;
-  }
+  return (handlers[cmd.op] as (c: Command) => Reply["result"])(cmd);
 }
 
 function onBroken(p: DpPort, reason: string): void {
