@@ -22,6 +22,7 @@ import { DirtyLog } from "../virtio/dirty_log.ts";
 import { Fdb } from "./fdb.ts";
 import { C, COUNTERS_PER_PORT } from "./counters.ts";
 import { CaptureProducer } from "./capture_ring.ts";
+import { installProfileCounts } from "./profile_counts.ts";
 import {
   type BrokenEvent,
   type Command,
@@ -48,6 +49,9 @@ const AGING_PERIOD_MS = 1000;
 const TOKEN_COMMAND = 0;
 const TOKEN_KICK = 0x10000;
 const TOKEN_TAP = 0x20000;
+
+// Bench-only: VSWITCH_PROFILE_COUNTS=FILE wraps ring methods with counters (unset: nothing).
+installProfileCounts();
 
 const inbox: Envelope[] = [];
 let wake: (() => void) | null = null;
