@@ -169,7 +169,6 @@ interface CountsSnapshot {
   rounds: number;
   roundsWithWork: number;
   framesTaken: number;
-  interruptCalls: number;
   roundHist: number[];
   ports: { id: number; name: string; rx: RingCounts | null; tx: RingCounts | null }[];
 }
@@ -233,7 +232,6 @@ async function counts(c: LoopCase, dir: string) {
         rxUsedPublishes: per(d("publishes", "rx")),
         rxChainsWalked: per(d("walks", "rx")),
         interruptsWanted: per(d("wantInterrupt", "rx") + d("wantInterrupt", "tx")),
-        interruptCalls: per(b.interruptCalls - a.interruptCalls),
         notifyFlagStores: per(d("notifyStores", "rx") + d("notifyStores", "tx")),
       },
       // Per TX poll: how many chains `available()` reported (share of polls, %).

@@ -31,6 +31,7 @@ import { GuestMemory } from "../src/virtio/guest_memory.ts";
 import { SplitRing } from "../src/virtio/split_ring.ts";
 import { DpPort, PortKind } from "../src/switch/dp_port.ts";
 import { Egress } from "../src/switch/egress.ts";
+import { VhostNetQueuePair } from "../src/switch/drivers/vhost_net.ts";
 import { type Frame, makeBurst } from "../src/switch/frame.ts";
 import { PARSE_OK, parseFrame } from "../src/switch/ingress.ts";
 import { createCounterBuffer } from "../src/switch/counters.ts";
@@ -75,17 +76,16 @@ class TestRing {
         v.setUint16(AVAIL + 4 + 2 * (i + SIZE / 2), 2 * i, true);
       }
     }
-    this.ring = new SplitRing(
-      this.mem,
-      SIZE,
-      { region: 0, offset: DESC },
-      { region: 0, offset: AVAIL },
-      { region: 0, offset: USED },
-      0,
-      false,
-      HDR + 9018,
-      false,
-    );
+    this.ring = new SplitRing({
+      mem: this.mem,
+      size: SIZE,
+      desc: { region: 0, offset: DESC },
+      avail: { region: 0, offset: AVAIL },
+      used: { region: 0, offset: USED },
+      indirect: false,
+      eventIdx: false,
+      maxReadable: HDR + 9018,
+    });
   }
 
   /** The driver makes `n` more chains available (the ring entries stay as set up). */
@@ -229,20 +229,17 @@ for (const size of [64, 1500]) {
 
 // --- deliver: RX acquire + header + copy + commit, one publish -----------------------------
 const counters = new Float64Array(createCounterBuffer());
-const scratch = new TestMemory(1 << 20);
 for (const size of [64, 1500]) {
   const rx = new TestRing(1, true, size);
-  const egress = new Egress(
-    counters,
-    { map: scratch.map, hdrOffset: 0, segOffset: 4096, segSize: 65536 },
-    (_q, why) => {
-      throw new Error(`Cannot benchmark: the RX port broke: ${why}`);
-    },
-  );
+  const egress = new Egress(counters);
   const q = new DpPort(1, PortKind.VHOST, "b", 9018);
   q.mem = rx.mem;
-  q.rx = rx.ring;
-  q.mergeable = true;
+  q.vq = new VhostNetQueuePair(q, counters, (_q, why) => {
+    throw new Error(`Cannot benchmark: the RX port broke: ${why}`);
+  });
+  q.driver = q.vq;
+  q.vq.setQueue(0, rx.ring, -1);
+  q.vq.mergeable = true;
   const { burst, t: src } = parsedBurst(frameBytes(size), 0);
   for (const f of burst) parseFrame(f, 0, 9018, false);
   updateWindow([

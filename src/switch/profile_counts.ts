@@ -1,7 +1,8 @@
 /**
  * Bench-only instrumentation of the dataplane worker (issue 11, point 1):
  * with `VSWITCH_PROFILE_COUNTS=FILE` in the environment, the worker wraps
- * the ring and engine methods that touch memory shared with the guests
+ * the split ring's methods (each one touches memory shared with the
+ * guest) and the engine's round
  * with counting versions, before any ring exists, and writes the running
  * totals to FILE as JSON about once a second. `bench/profile_loop.ts`
  * reads two snapshots and divides by the frames in between.
@@ -15,8 +16,8 @@
  */
 
 import { SplitRing } from "../virtio/split_ring.ts";
+import type { Virtqueue } from "../virtio/virtqueue.ts";
 import { Engine } from "./engine.ts";
-import { Egress } from "./egress.ts";
 
 /** The environment variable naming the output file. */
 export const PROFILE_COUNTS_ENV = "VSWITCH_PROFILE_COUNTS";
@@ -70,8 +71,8 @@ export function installProfileCounts(): void {
   }
   if (!file) return;
   const out = file;
-  const rings = new Map<SplitRing, RingCounts>();
-  const of = (r: SplitRing): RingCounts => {
+  const rings = new Map<Virtqueue, RingCounts>();
+  const of = (r: Virtqueue): RingCounts => {
     let c = rings.get(r);
     if (c === undefined) rings.set(r, c = newCounts());
     return c;
@@ -80,7 +81,6 @@ export function installProfileCounts(): void {
     rounds: 0,
     roundsWithWork: 0,
     framesTaken: 0,
-    interruptCalls: 0,
     roundHist: new Array(HIST_MAX + 1).fill(0) as number[],
   };
 
@@ -120,12 +120,6 @@ export function installProfileCounts(): void {
     of(this).notifyStores++;
     setNoNotify.call(this, on);
   };
-  const call = Egress.prototype.call;
-  Egress.prototype.call = function (this: Egress, ...args: Parameters<Egress["call"]>): void {
-    totals.interruptCalls++;
-    call.apply(this, args);
-  };
-
   let lastWrite = performance.now();
   const round = Engine.prototype.round;
   Engine.prototype.round = function (this: Engine, now: number): number {
@@ -145,8 +139,8 @@ export function installProfileCounts(): void {
     const ports = engine.ports.map((p) => ({
       id: p.id,
       name: p.name,
-      rx: p.rx === null ? null : of(p.rx),
-      tx: p.tx === null ? null : of(p.tx),
+      rx: p.vq?.rx ? of(p.vq.rx) : null,
+      tx: p.vq?.tx ? of(p.vq.tx) : null,
     }));
     const snapshot = { t: performance.now(), ...totals, ports };
     try {
