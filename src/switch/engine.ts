@@ -205,7 +205,9 @@ export class Engine {
     const n = d.receive(BURST);
     if (n === 0) return 0;
     const burst = d.burst;
-    // classify
+    // classify (the learn/lookup memo starts afresh: another port, another time)
+    this.#srcHi = -1;
+    this.#dstHi = -1;
     for (let k = 0; k < n; k++) {
       const f = burst[k];
       if (f.out !== OUT_DROP) f.out = this.#classify(p, f, now);
@@ -265,6 +267,8 @@ export class Engine {
     f.pos = NET_HDR_SIZE;
     f.len = frame.length;
     if (parseFrame(f, 0, p.maxFrame, false) !== PARSE_OK) return;
+    this.#srcHi = -1;
+    this.#dstHi = -1;
     f.out = this.#classify(p, f, now);
     if (f.out !== OUT_DROP) this.#forward(p, f);
   }
@@ -280,9 +284,27 @@ export class Engine {
       if ((this.#capFlags[p.id] & Direction.RX) !== 0) this.#captureFrame(p.id, Direction.RX, f);
     }
     // Learn unicast sources only (a multicast source address is invalid).
-    if ((f.srcHi & 0x100) === 0) this.fdb.learn(f.srcHi, f.srcLo, p.id, now);
-    if ((f.dstHi & 0x100) === 0) {
-      const out = this.fdb.lookup(f.dstHi, f.dstLo);
+    // A burst mostly repeats one source and one destination: the source is
+    // learned once per run (same port, same `now`: learning it again would
+    // change nothing), and the lookup is reused until a learn may change it.
+    const srcHi = f.srcHi, srcLo = f.srcLo;
+    if ((srcHi & 0x100) === 0 && (srcHi !== this.#srcHi || srcLo !== this.#srcLo)) {
+      this.fdb.learn(srcHi, srcLo, p.id, now);
+      this.#srcHi = srcHi;
+      this.#srcLo = srcLo;
+      this.#dstHi = -1; // the table changed: look up again
+    }
+    const dstHi = f.dstHi, dstLo = f.dstLo;
+    if ((dstHi & 0x100) === 0) {
+      let out: number;
+      if (dstHi === this.#dstHi && dstLo === this.#dstLo) {
+        out = this.#dstOut;
+      } else {
+        out = this.fdb.lookup(dstHi, dstLo);
+        this.#dstHi = dstHi;
+        this.#dstLo = dstLo;
+        this.#dstOut = out;
+      }
       if (out >= 0) {
         if (out !== p.id) return out;
         c[p.cbase + C.dropSameport]++;
@@ -291,6 +313,13 @@ export class Engine {
     }
     return OUT_FLOOD; // broadcast, multicast or unknown unicast
   }
+
+  // The last source learned and the last lookup, within one burst (see #classify).
+  #srcHi = -1;
+  #srcLo = 0;
+  #dstHi = -1;
+  #dstLo = 0;
+  #dstOut = 0;
 
   #forward(p: DpPort, f: Frame): void {
     if (f.out >= 0) {

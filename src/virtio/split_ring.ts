@@ -157,6 +157,30 @@ export class SplitRing implements Virtqueue {
    */
   walk(head: number, out: SegList, writable: boolean): number {
     const mem = this.#mem;
+    if (head < this.size) {
+      // Straight path for a chain of one direct descriptor: what Linux's
+      // virtio_net and DPDK's virtio-user send with ANY_LAYOUT (header and
+      // frame in one buffer, §5.1.6.1) and post as RX buffers. Same checks
+      // as the loop below, each field read once.
+      const table = this.#desc;
+      const w = this.#descWord + (head << 2);
+      const flagsNext = table[w + 3];
+      if ((flagsNext & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) === 0) {
+        if (((flagsNext & VIRTQ_DESC_F_WRITE) !== 0) !== writable) return WalkError.DIRECTION;
+        const len = table[w + 2];
+        if (len === 0) return 0;
+        const hi = table[w + 1];
+        if (hi >= HIGH_LIMIT) return WalkError.ADDRESS;
+        const gpa = hi * TWO32 + table[w];
+        const off = mem.translate(gpa, len);
+        if (off < 0) return WalkError.ADDRESS;
+        const r = mem.region;
+        if (!out.push(mem.u8[r], mem.u32[r], off, len, mem.base[r] + off, gpa)) {
+          return WalkError.TOO_LONG;
+        }
+        return !writable && len > this.maxReadable ? WalkError.TOO_LONG : len;
+      }
+    }
     const start = out.total;
     let table = this.#desc;
     let word = this.#descWord;
