@@ -158,27 +158,37 @@ export class SplitRing implements Virtqueue {
   walk(head: number, out: SegList, writable: boolean): number {
     const mem = this.#mem;
     if (head < this.size) {
-      // Straight path for a chain of one direct descriptor: what Linux's
-      // virtio_net and DPDK's virtio-user send with ANY_LAYOUT (header and
-      // frame in one buffer, §5.1.6.1) and post as RX buffers. Same checks
-      // as the loop below, each field read once.
+      // Straight paths for the chain shapes Linux's virtio_net and DPDK's
+      // virtio-user send with ANY_LAYOUT (§5.1.6.1): one direct descriptor
+      // holding header and frame (also how both post RX buffers), or the
+      // header and one data descriptor. The same checks in the same order as
+      // the loop below (the fuzzer compares them), each field read once.
       const table = this.#desc;
       const w = this.#descWord + (head << 2);
       const flagsNext = table[w + 3];
-      if ((flagsNext & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) === 0) {
-        if (((flagsNext & VIRTQ_DESC_F_WRITE) !== 0) !== writable) return WalkError.DIRECTION;
-        const len = table[w + 2];
-        if (len === 0) return 0;
-        const hi = table[w + 1];
-        if (hi >= HIGH_LIMIT) return WalkError.ADDRESS;
-        const gpa = hi * TWO32 + table[w];
-        const off = mem.translate(gpa, len);
-        if (off < 0) return WalkError.ADDRESS;
-        const r = mem.region;
-        if (!out.push(mem.u8[r], mem.u32[r], off, len, mem.base[r] + off, gpa)) {
-          return WalkError.TOO_LONG;
+      if ((flagsNext & VIRTQ_DESC_F_INDIRECT) === 0) {
+        const start = out.total;
+        const limit = writable ? Number.MAX_SAFE_INTEGER : this.maxReadable;
+        if ((flagsNext & VIRTQ_DESC_F_NEXT) === 0) {
+          const e = this.#take(table, w, flagsNext, out, writable);
+          if (e !== 0) return e;
+          const total = out.total - start;
+          return total > limit ? WalkError.TOO_LONG : total;
         }
-        return !writable && len > this.maxReadable ? WalkError.TOO_LONG : len;
+        const next = flagsNext >>> 16;
+        if (next < this.size && this.size > 1) {
+          const w2 = this.#descWord + (next << 2);
+          const flagsNext2 = table[w2 + 3];
+          if ((flagsNext2 & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) === 0) {
+            let e = this.#take(table, w, flagsNext, out, writable);
+            if (e !== 0) return e;
+            if (out.total - start > limit) return WalkError.TOO_LONG;
+            e = this.#take(table, w2, flagsNext2, out, writable);
+            if (e !== 0) return e;
+            const total = out.total - start;
+            return total > limit ? WalkError.TOO_LONG : total;
+          }
+        }
       }
     }
     const start = out.total;
@@ -230,6 +240,24 @@ export class SplitRing implements Virtqueue {
       if ((flags & VIRTQ_DESC_F_NEXT) === 0) return out.total - start;
       idx = flagsNext >>> 16;
     }
+  }
+
+  // One direct descriptor (at word `w` of `table`, its flags word read already) into
+  // `out`: 0, or the WalkError the loop in `walk` would give for it.
+  #take(table: Uint32Array, w: number, flagsNext: number, out: SegList, writable: boolean): number {
+    if (((flagsNext & VIRTQ_DESC_F_WRITE) !== 0) !== writable) return WalkError.DIRECTION;
+    const len = table[w + 2];
+    if (len === 0) return 0;
+    const hi = table[w + 1];
+    if (hi >= HIGH_LIMIT) return WalkError.ADDRESS;
+    const gpa = hi * TWO32 + table[w];
+    const mem = this.#mem;
+    const off = mem.translate(gpa, len);
+    if (off < 0) return WalkError.ADDRESS;
+    const r = mem.region;
+    return out.push(mem.u8[r], mem.u32[r], off, len, mem.base[r] + off, gpa)
+      ? 0
+      : WalkError.TOO_LONG;
   }
 
   /** Writes a used element (§2.7.8); published by `publish`. */
