@@ -1,6 +1,7 @@
 /**
- * An in-process forwarding rig: two guests' memory in memfds, guest A's TX
- * ring full of frames for guest B, guest B's RX ring full of buffers, and
+ * An in-process forwarding rig: guests' memory in memfds (of a chosen size,
+ * laid out like QEMU's, the buffers where asked), guest A's TX ring full of
+ * frames for guest B (and C's for D ...), B's RX ring full of buffers, and
  * the real Engine between them. `step()` runs one engine round and then
  * plays both guests (recycles A's sent buffers, reposts B's RX buffers),
  * so it can forward millions of frames without a socket or a worker.
@@ -14,35 +15,62 @@ import { type BrokenHandler, DpPort, Engine, PortKind } from "../src/switch/engi
 import { Fdb } from "../src/switch/fdb.ts";
 import { C, COUNTERS_PER_PORT, createCounterBuffer } from "../src/switch/counters.ts";
 import { TestMemory } from "../tests/helpers/memfd_memory.ts";
+import { closeWindow } from "../src/virtio/address_window.ts";
 
 const SIZE = 256;
 const DESC = 0, AVAIL = 0x1000, USED = 0x2000, BUFS = 0x10000;
 const BUF = 10240;
+/** Bytes of guest memory the rings and buffers take (from `bufAt`). */
+export const RIG_LAYOUT_BYTES = BUFS + SIZE * BUF;
 
 /** One guest's rings and memory, driver side. */
 class Guest {
-  readonly tm = new TestMemory(BUFS + SIZE * BUF);
-  readonly mem = new GuestMemory(this.tm.regions());
+  readonly tm: TestMemory;
+  readonly mem: GuestMemory;
+  /** Region holding the layout, and the layout's offset in it and guest-physical address. */
+  readonly #region: number;
+  readonly #off: number;
+  readonly #at: number;
   #avail = 0;
   #used = 0;
 
-  constructor(writable: boolean, frame?: Uint8Array, posted = SIZE) {
+  constructor(
+    writable: boolean,
+    frame: Uint8Array | undefined,
+    posted: number,
+    memSize: number | undefined,
+    bufAt: number,
+  ) {
+    this.tm = new TestMemory(memSize ?? RIG_LAYOUT_BYTES);
+    this.#at = bufAt;
+    const regions = memSize === undefined ? this.tm.regions() : this.tm.qemuRegions();
+    this.mem = new GuestMemory(regions);
+    // The region holding the layout: regions lie back to back in the memfd.
+    let r = 0, base = 0;
+    while (bufAt >= base + regions[r].size) base += regions[r++].size;
+    if (bufAt + RIG_LAYOUT_BYTES > base + regions[r].size) {
+      throw new Error(`Cannot place the rig's buffers at ${bufAt}: they cross a region's end`);
+    }
+    this.#region = r;
+    this.#off = bufAt - base;
+    const gpa = regions[r].gpa + this.#off;
     for (let i = 0; i < SIZE; i++) {
       const at = BUFS + i * BUF;
       const len = frame ? 12 + frame.length : BUF;
-      if (frame) this.tm.bytes.set(frame, at + 12);
-      this.tm.desc(DESC, i, at, len, writable ? 2 : 0, 0);
+      if (frame) this.tm.bytes.set(frame, bufAt + at + 12);
+      this.tm.desc(bufAt + DESC, i, gpa + at, len, writable ? 2 : 0, 0);
     }
     this.post(posted);
   }
 
   ring(): SplitRing {
+    const r = this.#region, o = this.#off;
     return new SplitRing({
       mem: this.mem,
       size: SIZE,
-      desc: { region: 0, offset: DESC },
-      avail: { region: 0, offset: AVAIL },
-      used: { region: 0, offset: USED },
+      desc: { region: r, offset: o + DESC },
+      avail: { region: r, offset: o + AVAIL },
+      used: { region: r, offset: o + USED },
       base: 0,
       indirect: true,
       maxReadable: 9018 + 12,
@@ -52,65 +80,105 @@ class Guest {
 
   /** Makes `n` more chains available (heads cycle through the table). */
   post(n: number): void {
-    const v = this.tm.view;
+    const v = this.tm.view, avail = this.#at + AVAIL;
     for (let i = 0; i < n; i++) {
-      v.setUint16(AVAIL + 4 + 2 * (this.#avail % SIZE), this.#avail % SIZE, true);
+      v.setUint16(avail + 4 + 2 * (this.#avail % SIZE), this.#avail % SIZE, true);
       this.#avail = (this.#avail + 1) & 0xffff;
     }
-    v.setUint16(AVAIL + 2, this.#avail, true);
+    v.setUint16(avail + 2, this.#avail, true);
   }
 
   /** Takes the used entries the engine published; returns how many. */
   reap(): number {
-    const idx = this.tm.view.getUint16(USED + 2, true);
+    const idx = this.tm.view.getUint16(this.#at + USED + 2, true);
     const n = (idx - this.#used) & 0xffff;
     this.#used = idx;
     return n;
   }
 }
 
-/** The rig: A sends `frameLen`-byte frames to B through the engine. */
+/** How a ForwardRig is built. */
+export interface ForwardRigOptions {
+  /** Frame length in bytes. */
+  frameLen: number;
+  /** What a port fault does (default: throw, a benchmark must not hide one). */
+  onBroken?: BrokenHandler;
+  /** RX buffers each receiver posts at the start (default: its whole ring). */
+  rxPosted?: number;
+  /**
+   * Guests, an even number (default 2): guest 2i sends to guest 2i + 1.
+   */
+  guests?: number;
+  /**
+   * Bytes of memory per guest (default: just the rings and buffers). When
+   * given, the memory is laid out as QEMU's q35 machine gives it
+   * (memfd_memory.ts qemuRegions: 2 GiB at 0, the rest above 4 GiB).
+   */
+  memSize?: number;
+  /** Where the rings and buffers start in each guest's memory (default 0). */
+  bufAt?: number;
+}
+
+/** The rig: each even guest sends `frameLen`-byte frames to the next one through the engine. */
 export class ForwardRig {
   readonly engine: Engine;
   readonly counters = new Float64Array(createCounterBuffer());
+  readonly #guests: Guest[] = [];
   readonly #a: Guest;
   readonly #b: Guest;
 
   /**
-   * `onBroken`: what a port fault does (default: throw, a benchmark must not hide one).
-   * `rxPosted`: RX buffers B posts at the start (default: its whole ring).
+   * `frameLen` alone, or options. `onBroken`: what a port fault does
+   * (default: throw, a benchmark must not hide one). `rxPosted`: RX
+   * buffers B posts at the start (default: its whole ring).
    */
-  constructor(frameLen: number, onBroken?: BrokenHandler, rxPosted?: number) {
-    const frame = new Uint8Array(frameLen);
-    frame.set([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x88, 0xb5]);
-    this.#a = new Guest(false, frame);
-    this.#b = new Guest(true, undefined, rxPosted);
+  constructor(
+    frameLen: number | ForwardRigOptions,
+    onBroken?: BrokenHandler,
+    rxPosted?: number,
+  ) {
+    const o: ForwardRigOptions = typeof frameLen === "number"
+      ? { frameLen, onBroken, rxPosted }
+      : frameLen;
+    const guests = o.guests ?? 2;
+    if (guests < 2 || guests % 2 !== 0 || guests > 16) {
+      throw new Error(`Cannot build a rig of ${guests} guests: an even number from 2 to 16`);
+    }
     this.engine = new Engine(
       this.counters,
       new Fdb(1024, 300_000),
-      onBroken ?? ((p, why) => {
+      o.onBroken ?? ((p, why) => {
         throw new Error(`port ${p.name} broke: ${why}`);
       }),
     );
-    const pa = new DpPort(0, PortKind.VHOST, "a", 9018);
-    const pb = new DpPort(1, PortKind.VHOST, "b", 9018);
-    this.engine.add(pa);
-    this.engine.add(pb);
-    pa.mem = this.#a.mem;
-    pa.vq!.setQueue(1, this.#a.ring(), -1);
-    pb.mem = this.#b.mem;
-    pb.vq!.setQueue(0, this.#b.ring(), -1);
-    pb.vq!.mergeable = true;
+    for (let g = 0; g < guests; g += 2) {
+      // Sender g: src 02:00:00:00:00:(g+1), dst 02:00:00:00:00:(g+2).
+      const frame = new Uint8Array(o.frameLen);
+      frame.set([2, 0, 0, 0, 0, g + 2, 2, 0, 0, 0, 0, g + 1, 0x88, 0xb5]);
+      const tx = new Guest(false, frame, SIZE, o.memSize, o.bufAt ?? 0);
+      const rx = new Guest(true, undefined, o.rxPosted ?? SIZE, o.memSize, o.bufAt ?? 0);
+      this.#guests.push(tx, rx);
+      const pa = new DpPort(g, PortKind.VHOST, `g${g}`, 9018);
+      const pb = new DpPort(g + 1, PortKind.VHOST, `g${g + 1}`, 9018);
+      this.engine.add(pa);
+      this.engine.add(pb);
+      pa.mem = tx.mem;
+      pa.vq!.setQueue(1, tx.ring(), -1);
+      pb.mem = rx.mem;
+      pb.vq!.setQueue(0, rx.ring(), -1);
+      pb.vq!.mergeable = true;
+      // The receiver must be known, or every frame would flood (to it anyway, but via the flood path).
+      this.engine.fdb.learn(0x0200, g + 2, g + 1, 0);
+    }
+    this.#a = this.#guests[0];
+    this.#b = this.#guests[1];
     this.engine.updateWindow();
-    // B must be known, or every frame would flood (to B anyway, but via the flood path).
-    this.engine.fdb.learn(0x0200, 0x02, 1, 0);
   }
 
   /** One engine round plus both guests' work; returns frames forwarded. */
   step(): number {
     const n = this.engine.round(0);
-    this.#a.post(this.#a.reap());
-    this.#b.post(this.#b.reap());
+    for (const g of this.#guests) g.post(g.reap());
     return n;
   }
 
@@ -129,14 +197,18 @@ export class ForwardRig {
     this.#b.post(n);
   }
 
-  /** Frames delivered to B so far. */
+  /** Frames delivered to the receivers so far. */
   get delivered(): number {
-    return this.counters[COUNTERS_PER_PORT + C.txPackets];
+    let n = 0;
+    for (let g = 1; g < this.#guests.length; g += 2) {
+      n += this.counters[g * COUNTERS_PER_PORT + C.txPackets];
+    }
+    return n;
   }
 
-  /** Releases the memory. */
+  /** Releases the copy windows and the memory. */
   close(): void {
-    this.#a.tm.close();
-    this.#b.tm.close();
+    closeWindow();
+    for (const g of this.#guests) g.tm.close();
   }
 }

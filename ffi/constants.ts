@@ -41,11 +41,17 @@ export const MFD_CLOEXEC = 0x1;
 export const MFD_ALLOW_SEALING = 0x2;
 
 // <asm-generic/mman-common.h>, <linux/mman.h>
+export const PROT_NONE = 0x0;
 export const PROT_READ = 0x1;
 export const PROT_WRITE = 0x2;
 export const MAP_SHARED = 0x01;
 export const MAP_PRIVATE = 0x02;
+export const MAP_FIXED = 0x10;
 export const MAP_ANONYMOUS = 0x20;
+export const MAP_NORESERVE = 0x4000;
+/** <linux/mman.h>: mremap flags. */
+export const MREMAP_MAYMOVE = 0x1;
+export const MREMAP_FIXED = 0x2;
 /** mmap's error return, (void *)-1. */
 export const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
 

@@ -56,6 +56,12 @@ const SYMBOLS = {
   mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
   /** int munmap(void *addr, size_t len); */
   munmap: { parameters: ["pointer", "usize"], result: "i32" },
+  /**
+   * void *mremap(void *old, size_t old_len, size_t new_len, int flags, ... void *new);
+   * — variadic in C; glibc reads `new` with va_arg only under MREMAP_FIXED,
+   * from the fifth integer register, where this fixed prototype puts it.
+   */
+  mremap: { parameters: ["pointer", "usize", "usize", "i32", "pointer"], result: "pointer" },
 
   // --- eventfd / epoll ---
   /** int eventfd(unsigned int initval, int flags); */

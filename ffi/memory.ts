@@ -1,19 +1,26 @@
 /**
- * Shared memory: memfd_create, ftruncate, fstat, fcntl seals, mmap/munmap.
+ * Shared memory: memfd_create, ftruncate, fstat, fcntl seals, mmap/munmap,
+ * address-space reservations and duplicate mappings (mremap).
  *
  * @module
  */
 
-import { addressOf, cString, errno, libc } from "./libc.ts";
+import { addressOf, cString, errno, libc, pointerAt } from "./libc.ts";
 import { check, SysError } from "./errno.ts";
 import { getU64, STAT } from "./structs.ts";
 import {
   F_ADD_SEALS,
   F_GET_SEALS,
+  MAP_ANONYMOUS,
   MAP_FAILED,
+  MAP_NORESERVE,
+  MAP_PRIVATE,
   MAP_SHARED,
   MFD_ALLOW_SEALING,
   MFD_CLOEXEC,
+  MREMAP_FIXED,
+  MREMAP_MAYMOVE,
+  PROT_NONE,
   PROT_READ,
   PROT_WRITE,
 } from "./constants.ts";
@@ -104,5 +111,61 @@ export function munmap(m: Mapping): void {
     "munmap",
     libc.munmap(m.pointer, m.length),
     `${m.length} bytes at 0x${m.address.toString(16)}`,
+  );
+}
+
+/**
+ * Reserves `length` bytes of address space: an anonymous PROT_NONE,
+ * MAP_NORESERVE mapping, which commits no memory and counts against no
+ * overcommit limit. Returns its address; release it with `unmapRange`.
+ */
+export function reserve(length: number): number {
+  const p = libc.mmap(
+    null,
+    length,
+    PROT_NONE,
+    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+    -1,
+    0,
+  );
+  if (p === null || Deno.UnsafePointer.value(p) === MAP_FAILED) {
+    throw new SysError("mmap", errno(), `reserving ${length} bytes of address space`);
+  }
+  return addressOf(p);
+}
+
+/**
+ * A second mapping of the `length` bytes at `from` (page-aligned, inside a
+ * MAP_SHARED mapping), placed exactly at `to` over whatever is mapped there
+ * (a reservation of ours). mremap(2) with old_size 0 does this: "If the
+ * value of old_size is zero, and old_address refers to a shareable mapping
+ * (see mmap(2) MAP_SHARED), then mremap() will create a new mapping of the
+ * same pages" — same file pages, so a store through one address is seen
+ * through the other. Private mappings are refused (EINVAL), and so are
+ * hugetlbfs mappings, whose mremap may not grow (old_size 0 is growth).
+ */
+export function duplicateAt(from: number, length: number, to: number): void {
+  const p = libc.mremap(
+    pointerAt(from),
+    0,
+    length,
+    MREMAP_MAYMOVE | MREMAP_FIXED,
+    pointerAt(to),
+  );
+  if (p === null || Deno.UnsafePointer.value(p) === MAP_FAILED) {
+    throw new SysError(
+      "mremap",
+      errno(),
+      `duplicating ${length} bytes at 0x${from.toString(16)} to 0x${to.toString(16)}`,
+    );
+  }
+}
+
+/** munmap(2) of a range given by address (a reservation and what was placed in it). */
+export function unmapRange(address: number, length: number): void {
+  check(
+    "munmap",
+    libc.munmap(pointerAt(address), length),
+    `${length} bytes at 0x${address.toString(16)}`,
   );
 }

@@ -126,16 +126,23 @@ export class Engine {
   }
 
   /**
-   * Rebuilds the copy window over every guest region, every driver's
-   * buffers and the scratch area (control path).
+   * Rebuilds the copy windows over the scratch area (range 0, SegList.push's
+   * default), every driver's buffers and every guest region, telling each
+   * its range number (control path).
    */
   updateWindow(): boolean {
     const ranges: Range[] = [{ address: this.#scratchMap.address, size: SCRATCH_SIZE }];
     for (const p of this.ports) {
-      if (p.tap !== null) ranges.push(p.tap.range);
+      if (p.tap !== null) {
+        p.tap.rangeId = ranges.length;
+        ranges.push(p.tap.range);
+      }
       const m = p.mem;
       if (m === null) continue;
-      for (let i = 0; i < m.count; i++) ranges.push({ address: m.base[i], size: m.size[i] });
+      for (let i = 0; i < m.count; i++) {
+        m.range[i] = ranges.length;
+        ranges.push({ address: m.base[i], size: m.size[i] });
+      }
     }
     return updateWindow(ranges);
   }

@@ -1,35 +1,129 @@
 /**
- * One byte view spanning every guest region this thread maps (and the
- * TAP staging area), so `copyWithin` moves bytes between any two of them
- * with no allocation. Offsets into the view must stay small integers
- * (V8 Smis): a larger offset is boxed as a HeapNumber on every builtin
- * call — 48 bytes of garbage per copy, measured by tests/switch/heap_test.ts.
- * Deno's V8 has no pointer compression, so Smis are 32-bit: copyWithin at
- * offsets up to 2^31 - 8192 in a 2 GiB view allocated nothing per call,
- * at 2^31 + 8 it allocated 48 bytes per call (a 10^6-copy probe of
- * 1500 B, 2026-12-01). So the window starts at the lowest mapped address
- * and is used only while the whole span stays below 2^31; otherwise copies
- * fall back to `set(subarray())` (correct, one small allocation each).
+ * Copy windows: byte views under which `copyWithin` moves bytes between
+ * any two mapped ranges (every guest region this thread maps, and the
+ * engine's scratch memory) with no allocation.
+ *
+ * Why windows at all: `dst.set(src.subarray(...))` allocates a typed array
+ * per copy; `copyWithin` on one view spanning both buffers allocates
+ * nothing (~40 ns + memmove, bench/forward_bench.ts). But its offsets must
+ * be V8 small integers (Smis): a larger offset is boxed as a HeapNumber on
+ * every builtin call, 48 bytes of garbage per copy. Deno's V8 has no
+ * pointer compression, so Smis are 32-bit: copyWithin at offsets up to
+ * 2^31 - 8192 in a 2 GiB view allocated nothing per call, at 2^31 + 8 it
+ * allocated 48 bytes per call (a 10^6-copy probe of 1500 B, 2026-12-01).
+ * Real guests have 2–16 GiB and a switch has several, so one view cannot
+ * span them. Three modes, chosen by `updateWindow` on the control path:
+ *
+ * - single: the whole span (lowest to highest mapped address) is below
+ *   2^31. One view from the lowest address; nothing is mapped for it.
+ * - chunked: every range is cut into chunks that start CHUNK bytes apart
+ *   and reach CHUNK_SPAN = CHUNK + CHUNK_OVERLAP bytes. A segment (one
+ *   descriptor's buffer) belongs to the chunk it starts in, if it ends
+ *   inside that chunk's span (SegList.push works that out once); every
+ *   copy piece lies inside one segment, so inside that chunk. For each
+ *   pair of chunks a < b, a "pair window" holds a second mapping of chunk
+ *   a at 0 and of chunk b at CHUNK_SPAN, made with mremap(old, 0, len,
+ *   MAYMOVE|FIXED, to) (ffi/memory.ts duplicateAt: the same pages, so a
+ *   store through the window is a store to the guest). Each chunk also
+ *   gets a window of its own, for copies inside it. All offsets stay below
+ *   2 × CHUNK_SPAN < 2^31. A copy from chunk a to chunk b indexes
+ *   `views[a * chunks + b]` (chain.ts copyPiece).
+ * - no window for a segment (it is not inside one chunk, its list was
+ *   filled before the last rebuild, or the pairs were not made): the copy
+ *   falls back to a 32-bit word loop, allocation-free at any offset in
+ *   optimized code (tests/switch/heap_test.ts `--max-pairs 0`) but slower.
+ *
+ * Bounds: pair windows grow with the square of the chunk count (N chunks:
+ * N(N-1)/2 windows). Four 4 GiB guests in QEMU's two 2 GiB regions each
+ * (3 chunks a region) plus the scratch: 25 chunks, 300 pair windows, each
+ * 2 GiB of address space and 2–4 VMAs; built in ~30 ms. Above
+ * MAX_PAIR_WINDOWS (4096: ~90 GiB of guest memory, 8 TiB of the 128 TiB
+ * user address space, ~16,000 of the 65,530 VMAs vm.max_map_count
+ * allows) no pairs are made and copies between chunks use the word loop;
+ * above MAX_CHUNKS (256) every copy does.
+ *
+ * Page tables: a window maps the same pages again, so a guest page a copy
+ * touches through a window costs one more page-table entry (8 B per 4 KiB
+ * page per window it is touched through), kept until the rebuild.
  *
  * Only addresses that passed a guest-memory translation are ever touched
- * through the window; making it commits no memory.
- *
- * Measured (bench/forward_bench.ts): 1500 B ≈ 40–60 ns, 9000 B ≈ 160 ns.
+ * through a window; making windows commits no memory. A window keeps the
+ * pages it maps alive until the next rebuild, which the engine runs after
+ * every memory table change and port removal (so a guest's memory is
+ * released even if its table is unmapped first). hugetlbfs regions cannot be duplicated by mremap (it may not
+ * grow them); with one of those nothing is duplicated (see `windowInfo`).
  *
  * @module
  */
 
-/** Largest span the window may cover (offsets stay 32-bit Smis). */
+import { duplicateAt, reserve, unmapRange } from "../../ffi/memory.ts";
+
+/** Largest span the single window may cover (offsets stay 32-bit Smis). */
 export const WINDOW_MAX_SPAN = 2 ** 31 - 1;
 
-/** The current window of this thread. */
+const PAGE = 4096;
+/**
+ * How far one chunk's mapping reaches past the next chunk's start: the
+ * longest segment that still gets a window when it starts in the last
+ * bytes of a chunk. Segments are descriptor buffers; the ones Linux and
+ * DPDK post are at most 64 KiB + a header (a GSO frame in one buffer),
+ * so 256 KiB leaves room; a longer buffer starting within its length of a
+ * chunk's end only takes the word loop. Costs nothing but address space.
+ */
+export const CHUNK_OVERLAP = 256 * 1024;
+/**
+ * Bytes one chunk's mapping covers: 1 GiB less a 64 KiB guard, so a pair
+ * window (two of them side by side) is 2^31 - 128 KiB and every copy
+ * offset, end included, stays a Smi. Page-aligned, as mremap needs.
+ */
+export const CHUNK_SPAN = 2 ** 30 - 64 * 1024;
+/** Distance between chunk starts in a range. */
+export const CHUNK = CHUNK_SPAN - CHUNK_OVERLAP;
+/** Address space per window: room for two chunks. */
+const SLOT = 2 * CHUNK_SPAN;
+/** Most pair windows made (see the module notes for what this costs). */
+export const MAX_PAIR_WINDOWS = 4096;
+/** Most chunks with windows of their own (the pair table has N² entries). */
+export const MAX_CHUNKS = 256;
+
+const EMPTY = new Uint8Array(0);
+
+/** The window state of this thread, read by chain.ts per copy. */
 export const win = {
-  /** `view[addr - base]` is the byte at `addr` (when `ok`). */
-  view: new Uint8Array(0),
-  /** Address of `view[0]`. */
+  /** Bumped by every rebuild; a segment list filled before it has no windows. */
+  epoch: 0,
+  /** Single mode: one view from `base` over every range. */
+  single: false,
+  /** Single mode: address of `views[0][0]`. */
   base: 0,
-  /** Whether every mapped range lies inside the window. */
-  ok: false,
+  /** Single mode: bytes covered. */
+  span: 0,
+  /** Chunk count (1 in single mode); the pair tables have chunks² entries. */
+  chunks: 0,
+  /** Ranges known (chunked mode); a segment names its range by index. */
+  ranges: 0,
+  /** Per range: page-aligned start address. */
+  rangeStart: new Float64Array(0),
+  /** Per range: bytes from that start to the range's end. */
+  rangeSize: new Float64Array(0),
+  /** Per range: index of its first chunk. */
+  rangeFirst: new Int32Array(0),
+  /** Per chunk: bytes of it a segment may reach (its span, cut at the range end). */
+  chunkLen: new Float64Array(0),
+  /** Per pair k = a * chunks + b (copy from chunk a to chunk b): 1 if views[k] holds both. */
+  has: new Uint8Array(0),
+  /** Per pair: the view. */
+  views: [] as Uint8Array[],
+  /** Per pair: where chunk a (the source) starts in the view. */
+  srcAt: new Float64Array(0),
+  /** Per pair: where chunk b (the destination) starts in the view. */
+  dstAt: new Float64Array(0),
+  /**
+   * Copies without a window use `set(subarray())` (one allocation each)
+   * instead of the word loop: how the switch copied before pair windows,
+   * kept only so benchmarks can show the difference.
+   */
+  legacy: false,
 };
 
 /** A mapped range: address and size. */
@@ -38,27 +132,237 @@ export interface Range {
   size: number;
 }
 
-/** Rebuilds the window over `ranges`; returns whether it fits. */
+/** How `updateWindow` builds windows (benchmarks and tests; the switch keeps the default). */
+export interface WindowOptions {
+  /**
+   * "auto" (default): single when the span fits, else chunked;
+   * "chunked": chunked even when the span fits;
+   * "legacy": single when the span fits, else every copy uses set(subarray()).
+   */
+  mode?: "auto" | "chunked" | "legacy";
+  /** Pair windows at most (default MAX_PAIR_WINDOWS). */
+  maxPairs?: number;
+}
+
+/** What the current windows cover, for logs and tests. */
+export interface WindowInfo {
+  mode: "none" | "single" | "chunked" | "fallback";
+  chunks: number;
+  /** Pair windows mapped. */
+  pairs: number;
+  /** Why pairs are missing, if they are. */
+  reason: string;
+}
+
+/** One chunk of a range, as planned. */
+export interface Chunk {
+  /** Range index. */
+  range: number;
+  /** Address of the chunk's first byte (page-aligned). */
+  address: number;
+  /** Bytes a segment may reach from `address`. */
+  length: number;
+}
+
+let options: Required<WindowOptions> = { mode: "auto", maxPairs: MAX_PAIR_WINDOWS };
+let info: WindowInfo = { mode: "none", chunks: 0, pairs: 0, reason: "" };
+/** Reservations this thread mapped (address, length), unmapped on rebuild. */
+const reserved: number[] = [];
+
+/** Sets how later rebuilds build windows (benchmarks, tests). */
+export function configureWindow(o: WindowOptions): void {
+  options = { mode: o.mode ?? "auto", maxPairs: o.maxPairs ?? MAX_PAIR_WINDOWS };
+  win.legacy = options.mode === "legacy";
+}
+
+/** The current windows. */
+export function windowInfo(): WindowInfo {
+  return { ...info };
+}
+
+/**
+ * The chunks of `ranges` in order (range 0's first): each range starts at
+ * its page (mremap needs page-aligned addresses), chunk j of it at
+ * start + j × CHUNK, reaching CHUNK_SPAN bytes or to the range's end.
+ */
+export function planChunks(ranges: readonly Range[]): Chunk[] {
+  const out: Chunk[] = [];
+  ranges.forEach((r, i) => {
+    const start = r.address - (r.address % PAGE);
+    const size = r.address + r.size - start;
+    for (let off = 0; off === 0 || off < size; off += CHUNK) {
+      out.push({ range: i, address: start + off, length: Math.min(CHUNK_SPAN, size - off) });
+    }
+  });
+  return out;
+}
+
+/**
+ * Rebuilds the windows over `ranges` (control path), unmapping the old
+ * ones first. Segment lists must name a range by its index in `ranges`
+ * (SegList.push); lists filled before this call get no windows. Returns
+ * whether every copy between ranges has a window.
+ */
 export function updateWindow(ranges: readonly Range[]): boolean {
-  if (ranges.length === 0) {
-    win.view = new Uint8Array(0);
-    win.ok = false;
-    return false;
-  }
+  release();
+  win.epoch++;
+  if (ranges.length === 0) return false;
   let lo = Infinity, hi = 0;
   for (const r of ranges) {
     if (r.address < lo) lo = r.address;
     if (r.address + r.size > hi) hi = r.address + r.size;
   }
-  if (hi - lo > WINDOW_MAX_SPAN) {
-    win.view = new Uint8Array(0);
-    win.ok = false;
+  if (hi - lo <= WINDOW_MAX_SPAN && options.mode !== "chunked") {
+    setTables(1, 0);
+    win.single = true;
+    win.base = lo;
+    win.span = hi - lo;
+    win.views[0] = view(lo, hi - lo);
+    win.has[0] = 1;
+    win.chunkLen[0] = hi - lo;
+    info = { mode: "single", chunks: 1, pairs: 0, reason: "" };
+    return true;
+  }
+  if (options.mode === "legacy") {
+    info = { mode: "fallback", chunks: 0, pairs: 0, reason: "legacy mode: set(subarray())" };
     return false;
   }
-  win.view = new Uint8Array(
-    Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(BigInt(lo))!, hi - lo),
+  const chunks = planChunks(ranges);
+  const n = chunks.length;
+  if (n > MAX_CHUNKS) {
+    info = { mode: "fallback", chunks: n, pairs: 0, reason: `${n} chunks > ${MAX_CHUNKS}` };
+    return false;
+  }
+  setTables(n, ranges.length);
+  let c = 0;
+  ranges.forEach((r, i) => {
+    const start = r.address - (r.address % PAGE);
+    win.rangeStart[i] = start;
+    win.rangeSize[i] = r.address + r.size - start;
+    win.rangeFirst[i] = c;
+    while (c < n && chunks[c].range === i) c++;
+  });
+  for (let a = 0; a < n; a++) win.chunkLen[a] = chunks[a].length;
+  const pairs = (n * (n - 1)) / 2;
+  let reason = pairs > options.maxPairs ? `${pairs} pair windows > ${options.maxPairs}` : "";
+  try {
+    makeSlots(chunks, reason === "");
+  } catch (e) {
+    // Not every mapping can be duplicated (hugetlbfs, a private mapping):
+    // each chunk then gets a view of its original mapping, and copies
+    // between chunks take the word loop.
+    unmapReserved();
+    win.has.fill(0);
+    win.views.fill(EMPTY);
+    for (let a = 0; a < n; a++) {
+      win.views[a * n + a] = view(chunks[a].address, chunks[a].length);
+      win.has[a * n + a] = 1;
+    }
+    reason = `Cannot duplicate a mapping: ${(e as Error).message}`;
+  }
+  info = { mode: "chunked", chunks: n, pairs: reason === "" ? pairs : 0, reason };
+  win.single = false;
+  win.ranges = ranges.length;
+  return reason === "";
+}
+
+/** Unmaps every window this thread made (close). */
+export function closeWindow(): void {
+  updateWindow([]);
+}
+
+/**
+ * Places the windows in one reservation of SLOT-byte slots: a slot per
+ * chunk (a second mapping of it at the slot's start) and, with `pairs`, a
+ * slot per pair a < b (chunk a at 0, chunk b at CHUNK_SPAN; both copy
+ * directions use it). One ArrayBuffer spans the reservation and the views
+ * are typed arrays into it: V8 counts an external ArrayBuffer's length as
+ * external memory and runs a full GC ("external memory pressure") for
+ * each new one, 5–20 ms apiece, so one buffer per window made 276 windows
+ * take 5.2 s; one buffer takes one GC (~25 ms for 300 windows in all).
+ */
+function makeSlots(chunks: Chunk[], pairs: boolean): void {
+  const n = chunks.length;
+  const slots = n + (pairs ? (n * (n - 1)) / 2 : 0);
+  const base = reserve(slots * SLOT);
+  reserved.push(base, slots * SLOT);
+  let slot = 0;
+  const place = (c: Chunk, at: number) => duplicateAt(c.address, pageUp(c.length), at);
+  const lens: number[] = [];
+  for (let a = 0; a < n; a++) {
+    place(chunks[a], base + slot * SLOT);
+    lens.push(chunks[a].length);
+    slot++;
+  }
+  if (pairs) {
+    for (let a = 0; a < n; a++) {
+      for (let b = a + 1; b < n; b++) {
+        place(chunks[a], base + slot * SLOT);
+        place(chunks[b], base + slot * SLOT + CHUNK_SPAN);
+        lens.push(CHUNK_SPAN + chunks[b].length);
+        slot++;
+      }
+    }
+  }
+  const buf = Deno.UnsafePointerView.getArrayBuffer(
+    Deno.UnsafePointer.create(BigInt(base))!,
+    slots * SLOT,
   );
-  win.base = lo;
-  win.ok = true;
-  return true;
+  slot = 0;
+  for (let a = 0; a < n; a++, slot++) {
+    win.views[a * n + a] = new Uint8Array(buf, slot * SLOT, lens[slot]);
+    win.has[a * n + a] = 1;
+  }
+  if (!pairs) return;
+  for (let a = 0; a < n; a++) {
+    for (let b = a + 1; b < n; b++, slot++) {
+      const v = new Uint8Array(buf, slot * SLOT, lens[slot]);
+      win.views[a * n + b] = v;
+      win.dstAt[a * n + b] = CHUNK_SPAN;
+      win.has[a * n + b] = 1;
+      win.views[b * n + a] = v;
+      win.srcAt[b * n + a] = CHUNK_SPAN;
+      win.has[b * n + a] = 1;
+    }
+  }
+}
+
+// Fresh tables for `n` chunks and `ranges` ranges, nothing windowed yet.
+function setTables(n: number, ranges: number): void {
+  win.single = false;
+  win.chunks = n;
+  win.ranges = 0; // set when the chunk tables are complete
+  win.rangeStart = new Float64Array(ranges);
+  win.rangeSize = new Float64Array(ranges);
+  win.rangeFirst = new Int32Array(ranges);
+  win.chunkLen = new Float64Array(n);
+  win.has = new Uint8Array(n * n);
+  win.views = new Array<Uint8Array>(n * n).fill(EMPTY);
+  win.srcAt = new Float64Array(n * n);
+  win.dstAt = new Float64Array(n * n);
+}
+
+// Drops every view, then unmaps what this thread reserved (views first:
+// nothing may reach an unmapped window).
+function release(): void {
+  setTables(0, 0);
+  win.base = 0;
+  win.span = 0;
+  info = { mode: "none", chunks: 0, pairs: 0, reason: "" };
+  unmapReserved();
+}
+
+function unmapReserved(): void {
+  for (let i = 0; i < reserved.length; i += 2) unmapRange(reserved[i], reserved[i + 1]);
+  reserved.length = 0;
+}
+
+function view(address: number, length: number): Uint8Array {
+  return new Uint8Array(
+    Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(BigInt(address))!, length),
+  );
+}
+
+function pageUp(n: number): number {
+  return Math.ceil(n / PAGE) * PAGE;
 }

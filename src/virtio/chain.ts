@@ -6,7 +6,7 @@
  * @module
  */
 
-import { win } from "./address_window.ts";
+import { CHUNK, win } from "./address_window.ts";
 
 const EMPTY8 = new Uint8Array(0);
 const EMPTY32 = new Uint32Array(0);
@@ -41,6 +41,15 @@ export class SegList {
    * the dirty-page log of a migration (dirty_log.ts).
    */
   readonly gpas: Float64Array;
+  /**
+   * Copy window chunk of each segment (address_window.ts), -1 for none:
+   * worked out once per segment here, so a copy only indexes tables.
+   */
+  readonly chunk: Int32Array;
+  /** Offset of each segment in its chunk (in the single window: from its base). */
+  readonly coff: Float64Array;
+  /** The window epoch the chunks were worked out in (stale after a rebuild). */
+  epoch = -1;
   /** Segments in use. */
   count = 0;
   /** Sum of the lengths in use. */
@@ -53,6 +62,8 @@ export class SegList {
     this.lens = new Float64Array(capacity);
     this.addrs = new Float64Array(capacity);
     this.gpas = new Float64Array(capacity);
+    this.chunk = new Int32Array(capacity);
+    this.coff = new Float64Array(capacity);
   }
 
   /** Empties the list (views stay referenced until overwritten). */
@@ -63,7 +74,12 @@ export class SegList {
 
   /**
    * Appends a segment; returns false when the list is full. `gpa` is its
-   * guest-physical address (default -1: not guest memory).
+   * guest-physical address (default -1: not guest memory). `range` is the
+   * index of the mapped range it lies in, as passed to `updateWindow`
+   * (GuestMemory.range; default 0, the engine's scratch memory, which
+   * Engine.updateWindow passes first). The segment gets a window chunk
+   * only if it lies wholly inside that range and one chunk's span, so a
+   * wrong or stale range costs speed (the word loop), never wrong bytes.
    */
   push(
     view: Uint8Array,
@@ -72,6 +88,7 @@ export class SegList {
     len: number,
     addr: number,
     gpa = -1,
+    range = 0,
   ): boolean {
     const i = this.count;
     if (i >= this.capacity) return false;
@@ -81,6 +98,23 @@ export class SegList {
     this.lens[i] = len;
     this.addrs[i] = addr;
     this.gpas[i] = gpa;
+    const w = win;
+    let k = -1, c = 0;
+    if (w.single) {
+      c = addr - w.base;
+      if (c >= 0 && c + len <= w.span) k = 0;
+    } else if (range >= 0 && range < w.ranges) {
+      const rel = addr - w.rangeStart[range];
+      if (rel >= 0 && rel + len <= w.rangeSize[range]) {
+        const j = Math.floor(rel / CHUNK);
+        c = rel - j * CHUNK;
+        k = w.rangeFirst[range] + j;
+        if (c + len > w.chunkLen[k]) k = -1;
+      }
+    }
+    this.chunk[i] = k;
+    this.coff[i] = c;
+    this.epoch = w.epoch;
     this.count = i + 1;
     this.total += len;
     return true;
@@ -101,8 +135,9 @@ export class SegList {
  * Copies `n` bytes from segment `si` of `src` at `sPos` to segment `di` of
  * `dst` at `dPos`, allocating nothing. Up to WORD_COPY_MAX bytes with equal
  * 4-byte phase go through a 32-bit word loop (64 B ≈ 10 ns); the rest go
- * through `copyWithin` on the address window (≈ 40 ns fixed + memmove).
- * The threshold comes from bench/copy_bench.ts.
+ * through `copyWithin` on the window holding both segments' chunks
+ * (address_window.ts; ≈ 40 ns fixed + memmove), or the word loop when
+ * there is none. The threshold comes from bench/copy_bench.ts.
  */
 function copyPiece(
   dst: SegList,
@@ -113,29 +148,74 @@ function copyPiece(
   sPos: number,
   n: number,
 ): void {
-  let d = dst.offs[di] + dPos;
-  let s = src.offs[si] + sPos;
+  const d = dst.offs[di] + dPos;
+  const s = src.offs[si] + sPos;
   if (n <= WORD_COPY_MAX && ((d ^ s) & 3) === 0) {
-    const d8 = dst.views[di], s8 = src.views[si];
-    while ((d & 3) !== 0 && n > 0) {
-      d8[d++] = s8[s++];
-      n--;
-    }
-    const d32 = dst.words[di], s32 = src.words[si];
-    let dw = wordIndex(d), sw = wordIndex(s); // both 4-aligned here
-    const words = n >>> 2;
-    for (let i = 0; i < words; i++) d32[dw++] = s32[sw++];
-    d += words << 2;
-    s += words << 2;
-    for (let i = words << 2; i < n; i++) d8[d++] = s8[s++];
+    wordCopy(dst.views[di], dst.words[di], d, src.views[si], src.words[si], s, n);
     return;
   }
-  if (win.ok) {
-    const from = src.addrs[si] + sPos - win.base;
-    win.view.copyWithin(dst.addrs[di] + dPos - win.base, from, from + n);
-  } else {
-    dst.views[di].set(src.views[si].subarray(s, s + n), d);
+  const w = win;
+  if (src.epoch === w.epoch && dst.epoch === w.epoch) {
+    const a = src.chunk[si], b = dst.chunk[di];
+    if (a >= 0 && b >= 0) {
+      const k = a * w.chunks + b;
+      if (w.has[k] !== 0) {
+        // Both offsets < 2 × CHUNK_SPAN < 2^31: Smis, no allocation.
+        const from = w.srcAt[k] + src.coff[si] + sPos;
+        w.views[k].copyWithin(w.dstAt[k] + dst.coff[di] + dPos, from, from + n);
+        return;
+      }
+    }
   }
+  if (w.legacy) dst.views[di].set(src.views[si].subarray(s, s + n), d);
+  else wordCopy(dst.views[di], dst.words[di], d, src.views[si], src.words[si], s, n);
+}
+
+/**
+ * Copies `n` bytes from byte `s` of `s8` to byte `d` of `d8` through their
+ * 32-bit views (`s32`, `d32`: the same memory), allocating nothing at any
+ * offset once optimized: bytes until `d` is 4-aligned, then whole words
+ * (shifted together from two source words when the phases differ), then
+ * the tail bytes.
+ */
+function wordCopy(
+  d8: Uint8Array,
+  d32: Uint32Array,
+  d: number,
+  s8: Uint8Array,
+  s32: Uint32Array,
+  s: number,
+  n: number,
+): void {
+  while ((d & 3) !== 0 && n > 0) {
+    d8[d++] = s8[s++];
+    n--;
+  }
+  let dw = wordIndex(d);
+  const r = s & 3;
+  let words = 0;
+  if (r === 0) {
+    let sw = wordIndex(s);
+    words = n >>> 2;
+    for (let i = 0; i < words; i++) d32[dw++] = s32[sw++];
+  } else if (n >= 8) {
+    // Little-endian: destination word i is source bytes s+4i..s+4i+3, the
+    // top 4-r bytes of source word q+i and the low r bytes of word q+i+1
+    // (q: the word holding byte s). Never reads past the segment's end.
+    const lo = r * 8, hi = 32 - lo;
+    let sw = wordIndex(s - r);
+    words = (n - 4) >>> 2;
+    let cur = s32[sw++];
+    for (let i = 0; i < words; i++) {
+      const next = s32[sw++];
+      d32[dw++] = (cur >>> lo) | (next << hi);
+      cur = next;
+    }
+  }
+  const done = words * 4;
+  d += done;
+  s += done;
+  for (let i = done; i < n; i++) d8[d++] = s8[s++];
 }
 
 /** Longest copy done with the word loop (bench/copy_bench.ts). */

@@ -22,6 +22,12 @@ export class GuestMemory {
   readonly size: Float64Array;
   /** Address of each region's first byte in this process (for iovecs). */
   readonly base: Float64Array;
+  /**
+   * Each region's index among the ranges of the copy windows
+   * (address_window.ts updateWindow), set when they are rebuilt; -1 before.
+   * SplitRing.walk hands it to SegList.push.
+   */
+  readonly range: Int32Array;
   /** Region of the last successful translation. */
   region = 0;
   #last = 0;
@@ -31,6 +37,7 @@ export class GuestMemory {
     this.gpa = new Float64Array(n);
     this.size = new Float64Array(n);
     this.base = new Float64Array(n);
+    this.range = new Int32Array(n).fill(-1);
     for (let i = 0; i < n; i++) {
       const r = regions[i];
       const buf = Deno.UnsafePointerView.getArrayBuffer(

@@ -232,7 +232,7 @@ export class SplitRing implements Virtqueue {
         const off = mem.translate(gpa, len);
         if (off < 0) return WalkError.ADDRESS;
         const r = mem.region;
-        if (!out.push(mem.u8[r], mem.u32[r], off, len, mem.base[r] + off, gpa)) {
+        if (!out.push(mem.u8[r], mem.u32[r], off, len, mem.base[r] + off, gpa, mem.range[r])) {
           return WalkError.TOO_LONG;
         }
         if (out.total - start > limit) return WalkError.TOO_LONG;

@@ -9,12 +9,18 @@ import { ftruncate, type Mapping, memfdCreate, mmap, munmap } from "../../ffi/me
 import { closeFd } from "../../ffi/io.ts";
 import type { MappedRegion } from "../../src/types/memory.ts";
 
+/** Guest-physical start of QEMU's RAM above 4 GiB. */
+export const HIGH_GPA = 0x1_0000_0000;
+/** RAM QEMU's q35 machine keeps below 4 GiB when the guest has 2.75 GiB or more. */
+export const Q35_LOW = 0x8000_0000;
+
 /** A memfd-backed memory, presented as regions at chosen guest-physical addresses. */
 export class TestMemory {
   readonly fd: number;
   readonly map: Mapping;
   readonly bytes: Uint8Array;
   readonly view: DataView;
+  readonly #extra: Mapping[] = [];
 
   constructor(readonly size: number) {
     this.fd = memfdCreate("test-guest");
@@ -35,6 +41,27 @@ export class TestMemory {
     ];
   }
 
+  /**
+   * Regions the way QEMU hands a q35 guest's RAM to vhost-user and
+   * src/vhost_user/memory_table.ts maps them: the first `low` bytes of the
+   * memfd at guest-physical 0, the rest at HIGH_GPA, each region mapped on
+   * its own (writes through `bytes` show in both: same pages). Memory of
+   * `low` bytes or less is one region. Unmapped by `close`.
+   */
+  qemuRegions(low = Q35_LOW): MappedRegion[] {
+    if (this.size <= low) {
+      const m = mmap(this.fd, this.size);
+      this.#extra.push(m);
+      return [{ gpa: 0, size: this.size, address: m.address }];
+    }
+    const a = mmap(this.fd, low), b = mmap(this.fd, this.size - low, low);
+    this.#extra.push(a, b);
+    return [
+      { gpa: 0, size: low, address: a.address },
+      { gpa: HIGH_GPA, size: this.size - low, address: b.address },
+    ];
+  }
+
   /** Writes a split-ring descriptor (§2.7.5) at table offset `table`. */
   desc(table: number, i: number, addr: number, len: number, flags: number, next: number): void {
     const o = table + 16 * i;
@@ -47,6 +74,8 @@ export class TestMemory {
 
   /** Unmaps and closes. */
   close(): void {
+    for (const m of this.#extra) munmap(m);
+    this.#extra.length = 0;
     munmap(this.map);
     closeFd(this.fd);
   }

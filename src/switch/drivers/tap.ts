@@ -78,6 +78,9 @@ export class TapQueue implements PortDriver {
     this.#hdrAddr = this.#map.address + HDR_OFFSET;
   }
 
+  /** This mapping's range number in the copy windows (Engine.updateWindow sets it). */
+  rangeId = -1;
+
   /** Where the driver's memory lies (for the copy window). */
   get range(): Range {
     return { address: this.#map.address, size: MAP_SIZE };
@@ -105,7 +108,7 @@ export class TapQueue implements PortDriver {
       }
       const off = slot * SLOT_SIZE;
       f.segs.reset();
-      f.segs.push(this.#bytes, this.#words, off, n, base + off);
+      f.segs.push(this.#bytes, this.#words, off, n, base + off, -1, this.rangeId);
       f.pos = NET_HDR_SIZE;
       f.len = n - NET_HDR_SIZE;
       // The kernel's header is checked like a guest's (CHECKLIST 39).
@@ -152,7 +155,15 @@ export class TapQueue implements PortDriver {
   segBuffer(len: number): SegList {
     const seg = this.#seg;
     seg.reset();
-    seg.push(this.#bytes, this.#words, SEG_OFFSET, len, this.#map.address + SEG_OFFSET);
+    seg.push(
+      this.#bytes,
+      this.#words,
+      SEG_OFFSET,
+      len,
+      this.#map.address + SEG_OFFSET,
+      -1,
+      this.rangeId,
+    );
     return seg;
   }
 

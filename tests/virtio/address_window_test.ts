@@ -1,0 +1,233 @@
+/**
+ * Copy windows (src/virtio/address_window.ts): the chunk plan, which chunk
+ * a segment gets, and copies through pair windows, the word loop and the
+ * single window, checked byte for byte through the original mappings.
+ */
+import { assert, assertEquals, assertMatch } from "@std/assert";
+import {
+  CHUNK,
+  CHUNK_OVERLAP,
+  CHUNK_SPAN,
+  closeWindow,
+  configureWindow,
+  planChunks,
+  updateWindow,
+  win,
+  windowInfo,
+} from "../../src/virtio/address_window.ts";
+import { copySegments, SegList } from "../../src/virtio/chain.ts";
+import { mmap, munmap } from "../../ffi/memory.ts";
+import {
+  MAP_ANONYMOUS,
+  MAP_PRIVATE,
+  MAP_SHARED,
+  PROT_READ,
+  PROT_WRITE,
+} from "../../ffi/constants.ts";
+import { TestMemory } from "../helpers/memfd_memory.ts";
+
+const MIB = 1024 * 1024;
+
+Deno.test("chunk plan: boundaries, a range of exactly CHUNK, unaligned starts", () => {
+  assert(2 * CHUNK_SPAN < 2 ** 31, "a pair window's offsets stay Smis");
+  assertEquals(CHUNK_SPAN % 4096, 0);
+  assertEquals(CHUNK % 4096, 0);
+  const p = planChunks([
+    { address: 0x7000_0000_0000, size: 4096 * 3 + 100 }, // the scratch: one chunk
+    { address: 0x7100_0000_0000, size: CHUNK }, // exactly one chunk
+    { address: 0x7200_0000_0000, size: CHUNK + 1 }, // one byte into a second
+    { address: 0x7300_0000_0123, size: 2 * CHUNK }, // unaligned: starts at its page
+  ]);
+  assertEquals(p.map((c) => c.range), [0, 1, 2, 2, 3, 3, 3]);
+  assertEquals(p[0].length, 4096 * 3 + 100);
+  assertEquals(p[1].length, CHUNK);
+  assertEquals([p[2].length, p[3].length], [CHUNK + 1, 1]);
+  assertEquals(p[3].address, 0x7200_0000_0000 + CHUNK);
+  assertEquals(p[4].address, 0x7300_0000_0000);
+  assertEquals([p[5].address - p[4].address, p[6].length], [CHUNK, 0x123]);
+});
+
+/** `len` bytes at `off` of `tm` (range `range`) as a one-segment list. */
+function seg(tm: TestMemory, off: number, len: number, range: number): SegList {
+  const l = new SegList(2);
+  l.push(tm.bytes, new Uint32Array(tm.map.buffer), off, len, tm.map.address + off, -1, range);
+  return l;
+}
+
+function fill(tm: TestMemory, off: number, len: number, seed: number): Uint8Array {
+  const b = new Uint8Array(len);
+  for (let i = 0; i < len; i++) b[i] = (i * 7 + seed) & 0xff;
+  tm.bytes.set(b, off);
+  return b;
+}
+
+Deno.test("chunked windows: a segment's chunk, straddling into the overlap, copies both ways", () => {
+  // Two sparse memfds: a (2 chunks and a bit) and b (one chunk).
+  const a = new TestMemory(2 * CHUNK + 8 * MIB), b = new TestMemory(64 * MIB);
+  try {
+    configureWindow({ mode: "chunked" });
+    const ranges = [{ address: a.map.address, size: a.size }, {
+      address: b.map.address,
+      size: b.size,
+    }];
+    assert(updateWindow(ranges), JSON.stringify(windowInfo()));
+    assertEquals(windowInfo().chunks, 4); // a: 3 chunks, b: 1
+    assertEquals(windowInfo().pairs, 6);
+
+    // Chunk of a segment: start chunk, offset in it; out of span or range: none.
+    const at = (off: number, len: number, range = 0) => {
+      const l = seg(a, off, len, range);
+      return [l.chunk[0], l.coff[0]];
+    };
+    assertEquals(at(0, 100), [0, 0]);
+    assertEquals(at(CHUNK - 100, 1600), [0, CHUNK - 100]); // straddles into the overlap
+    assertEquals(at(CHUNK, 64), [1, 0]);
+    assertEquals(at(CHUNK - 100, CHUNK_OVERLAP + 100), [0, CHUNK - 100]); // to the span's end
+    assertEquals(at(CHUNK - 100, CHUNK_OVERLAP + 101)[0], -1); // one byte past it
+    assertEquals(at(2 * CHUNK + 100, 64), [2, 100]);
+    assertEquals(at(a.size - 64, 65)[0], -1); // past the range
+    assertEquals(at(0, 100, 1)[0], -1); // the wrong range
+    assertEquals(at(0, 100, 7)[0], -1); // no such range
+
+    // Copies between chunks, in the overlap, both directions: the bytes arrive.
+    const cases: [number, number][] = [
+      [CHUNK - 700, 5 * MIB + 3], // a chunk 0, straddling its edge → b
+      [CHUNK + 5, 1 * MIB + 1],
+      [2 * CHUNK + 4 * MIB + 2, 20 * MIB + 1],
+    ];
+    for (const [aOff, bOff] of cases) {
+      for (const n of [1500, 9000, 65550]) {
+        const src = fill(a, aOff, n, n);
+        const sl = seg(a, aOff, n, 0), dl = seg(b, bOff, n, 1);
+        assert(sl.chunk[0] >= 0 && dl.chunk[0] >= 0, "both on a window");
+        b.bytes.fill(0, bOff - 8, bOff + n + 8);
+        assertEquals(copySegments(dl, 0, sl, 0, n), n);
+        assertEquals(b.bytes.subarray(bOff, bOff + n), src, `a@${aOff} → b@${bOff}, ${n} B`);
+        assertEquals(b.bytes[bOff - 1], 0, "nothing before");
+        assertEquals(b.bytes[bOff + n], 0, "nothing after");
+        const back = fill(b, bOff, n, n + 1);
+        assertEquals(copySegments(sl, 0, dl, 0, n), n);
+        assertEquals(a.bytes.subarray(aOff, aOff + n), back, `b@${bOff} → a@${aOff}`);
+      }
+    }
+    // Inside one chunk (the original mapping's view) and between a's own chunks.
+    const s1 = fill(a, 100, 3000, 9);
+    copySegments(seg(a, CHUNK - 50, 3000, 0), 0, seg(a, 100, 3000, 0), 0, 3000);
+    assertEquals(a.bytes.subarray(CHUNK - 50, CHUNK - 50 + 3000), s1);
+    const before = a.bytes.slice(150, 3150); // overlapping: copyWithin moves like memmove
+    copySegments(seg(a, 200, 3000, 0), 0, seg(a, 150, 3000, 0), 0, 3000);
+    assertEquals(a.bytes.subarray(200, 3200), before);
+  } finally {
+    closeWindow();
+    configureWindow({});
+    a.close();
+    b.close();
+  }
+});
+
+Deno.test("no window: stale lists, no pairs and odd phases copy through the word loop", () => {
+  const a = new TestMemory(2 * CHUNK), b = new TestMemory(16 * MIB);
+  try {
+    configureWindow({ mode: "chunked" });
+    const ranges = [{ address: a.map.address, size: a.size }, {
+      address: b.map.address,
+      size: b.size,
+    }];
+    updateWindow(ranges);
+    const stale = seg(a, CHUNK + 4000, 1500, 0);
+    updateWindow(ranges); // a rebuild: lists filled before it have no windows
+    const src = fill(a, CHUNK + 4000, 1500, 3);
+    copySegments(seg(b, 64, 1500, 1), 0, stale, 0, 1500);
+    assertEquals(b.bytes.subarray(64, 1564), src);
+
+    configureWindow({ mode: "chunked", maxPairs: 0 });
+    assertEquals(updateWindow(ranges), false);
+    assertMatch(windowInfo().reason, /pair windows > 0/);
+    // Every source and destination phase, lengths around the word loop's edges.
+    for (let sp = 0; sp < 4; sp++) {
+      for (let dp = 0; dp < 4; dp++) {
+        for (const n of [1, 3, 7, 8, 9, 300, 1501]) {
+          const so = CHUNK + 8192 + sp, dOff = 4096 + dp;
+          const bytes = fill(a, so, n, sp * 16 + dp + n);
+          b.bytes.fill(0xee, dOff - 4, dOff + n + 4);
+          copySegments(seg(b, dOff, n, 1), 0, seg(a, so, n, 0), 0, n);
+          assertEquals(b.bytes.subarray(dOff, dOff + n), bytes, `phases ${sp}/${dp}, ${n} B`);
+          assertEquals([b.bytes[dOff - 1], b.bytes[dOff + n]], [0xee, 0xee]);
+        }
+      }
+    }
+  } finally {
+    closeWindow();
+    configureWindow({});
+    a.close();
+    b.close();
+  }
+});
+
+Deno.test("the scratch (shared anonymous) gets pair windows; a private mapping cannot", () => {
+  const g = new TestMemory(CHUNK + MIB);
+  const scratch = mmap(-1, 200_000, 0, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS);
+  const priv = mmap(-1, 200_000, 0, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
+  try {
+    configureWindow({ mode: "chunked" });
+    const s8 = new Uint8Array(scratch.buffer), s32 = new Uint32Array(scratch.buffer);
+    assert(updateWindow([{ address: scratch.address, size: 200_000 }, {
+      address: g.map.address,
+      size: g.size,
+    }]));
+    const frame = new Uint8Array(1514).map((_, i) => i * 13);
+    s8.set(frame, 12);
+    const sl = new SegList(1);
+    sl.push(s8, s32, 12, 1514, scratch.address + 12); // range 0 by default
+    assertEquals(sl.chunk[0], 0);
+    const dOff = CHUNK + 12;
+    const dl = seg(g, dOff, 1514, 1);
+    assertEquals(dl.chunk[0], 2);
+    copySegments(dl, 0, sl, 0, 1514);
+    assertEquals(g.bytes.subarray(dOff, dOff + 1514), frame);
+
+    assertEquals(
+      updateWindow([{ address: priv.address, size: 200_000 }, {
+        address: g.map.address,
+        size: g.size,
+      }]),
+      false,
+    );
+    assertMatch(windowInfo().reason, /Cannot duplicate a mapping: .*mremap.*EINVAL/);
+    assertEquals(windowInfo().pairs, 0);
+    const p8 = new Uint8Array(priv.buffer);
+    p8.set(frame, 40);
+    const pl = new SegList(1);
+    pl.push(p8, new Uint32Array(priv.buffer), 40, 1514, priv.address + 40);
+    g.bytes.fill(0, dOff, dOff + 1514);
+    copySegments(seg(g, dOff, 1514, 1), 0, pl, 0, 1514);
+    assertEquals(g.bytes.subarray(dOff, dOff + 1514), frame);
+  } finally {
+    closeWindow();
+    configureWindow({});
+    munmap(scratch);
+    munmap(priv);
+    g.close();
+  }
+});
+
+Deno.test("single window when the span fits: any range, no mapping made", () => {
+  const a = new TestMemory(4 * MIB), b = new TestMemory(4 * MIB);
+  try {
+    assert(updateWindow([{ address: a.map.address, size: a.size }, {
+      address: b.map.address,
+      size: b.size,
+    }]));
+    assertEquals(windowInfo().mode, "single");
+    assert(win.single);
+    const src = fill(a, 1001, 1500, 1);
+    const sl = seg(a, 1001, 1500, 5); // the range does not matter here
+    assertEquals(sl.chunk[0], 0);
+    copySegments(seg(b, 2001, 1500, 0), 0, sl, 0, 1500);
+    assertEquals(b.bytes.subarray(2001, 3501), src);
+  } finally {
+    closeWindow();
+    a.close();
+    b.close();
+  }
+});
