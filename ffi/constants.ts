@@ -49,6 +49,8 @@ export const MAP_PRIVATE = 0x02;
 export const MAP_FIXED = 0x10;
 export const MAP_ANONYMOUS = 0x20;
 export const MAP_NORESERVE = 0x4000;
+/** <asm-generic/mman-common.h>: leave the range out of core dumps (VmFlags "dd"). */
+export const MADV_DONTDUMP = 16;
 /** <linux/mman.h>: mremap flags. */
 export const MREMAP_MAYMOVE = 0x1;
 export const MREMAP_FIXED = 0x2;

@@ -63,6 +63,9 @@ const SYMBOLS = {
    */
   mremap: { parameters: ["pointer", "usize", "usize", "i32", "pointer"], result: "pointer" },
 
+  /** int madvise(void *addr, size_t len, int advice); */
+  madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
+
   // --- eventfd / epoll ---
   /** int eventfd(unsigned int initval, int flags); */
   eventfd: { parameters: ["u32", "i32"], result: "i32" },

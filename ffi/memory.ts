@@ -161,6 +161,15 @@ export function duplicateAt(from: number, length: number, to: number): void {
   }
 }
 
+/** madvise(2) over a range given by address. */
+export function madvise(address: number, length: number, advice: number): void {
+  check(
+    "madvise",
+    libc.madvise(pointerAt(address), length, advice),
+    `advice ${advice} for ${length} bytes at 0x${address.toString(16)}`,
+  );
+}
+
 /** munmap(2) of a range given by address (a reservation and what was placed in it). */
 export function unmapRange(address: number, length: number): void {
   check(

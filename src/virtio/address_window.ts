@@ -56,7 +56,8 @@
  * @module
  */
 
-import { duplicateAt, reserve, unmapRange } from "../../ffi/memory.ts";
+import { duplicateAt, madvise, reserve, unmapRange } from "../../ffi/memory.ts";
+import { MADV_DONTDUMP } from "../../ffi/constants.ts";
 
 /** Largest span the single window may cover (offsets stay 32-bit Smis). */
 export const WINDOW_MAX_SPAN = 2 ** 31 - 1;
@@ -304,6 +305,10 @@ function makeSlots(chunks: Chunk[], pairs: boolean): void {
       }
     }
   }
+  // Out of core dumps: guest memory once is enough (and 300 windows of it
+  // would be 600 GiB). It also tells the windows apart from the guest's own
+  // mappings in /proc/<pid>/smaps (VmFlags "dd"; tests/helpers/procfs.ts).
+  madvise(base, slots * SLOT, MADV_DONTDUMP);
   const buf = Deno.UnsafePointerView.getArrayBuffer(
     Deno.UnsafePointer.create(BigInt(base))!,
     slots * SLOT,

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { type FdKind, fdKinds, rssParts, sharedFileMappings } from "./procfs.ts";
+import { type FdKind, fdKinds, rssParts, sharedFileMappings, windowMappings } from "./procfs.ts";
 import type { SwitchProcess } from "./switch_process.ts";
 
 /** The kinds of fd a connection brings: its socket, kick/call/err eventfds, region memfds. */
@@ -20,6 +20,8 @@ export interface Holdings {
   fds: Record<FdKind, number>;
   /** Shared file mappings (memfds, hugepage files): inode → maps lines. */
   shared: Map<number, string[]>;
+  /** Copy-window mappings (second mappings of guest memory, src/virtio/address_window.ts). */
+  windows: number;
   /** VmRSS: everything resident, guest RAM pages the switch touched included. */
   rssKiB: number;
   /** RssAnon: memory the switch allocated itself (every isolate's heap, malloc, buffers). */
@@ -37,6 +39,7 @@ export async function holdings(sp: SwitchProcess): Promise<Holdings> {
   return {
     fds: fdKinds(sp.pid),
     shared: sharedFileMappings(sp.pid),
+    windows: windowMappings(sp.pid).length,
     rssKiB: rss.total,
     anonKiB: rss.anon,
     shmemKiB: rss.shmem,
@@ -56,10 +59,10 @@ export function sharedLines(h: Holdings): number {
   return n;
 }
 
-/** "socket 11, eventfd 12, memfd 2, epoll 6, shared mappings 2 (2 files)". */
+/** "socket 11, eventfd 12, memfd 2, epoll 6, shared mappings 2 (2 files), window mappings 0". */
 export function describeHoldings(h: Holdings): string {
   return CONNECTION_FDS.map((k) => `${k} ${h.fds[k]}`).join(", ") +
-    `, shared mappings ${sharedLines(h)} (${h.shared.size} files)`;
+    `, shared mappings ${sharedLines(h)} (${h.shared.size} files), window mappings ${h.windows}`;
 }
 
 /**

@@ -46,14 +46,11 @@ export class TestMemory {
    * src/vhost_user/memory_table.ts maps them: the first `low` bytes of the
    * memfd at guest-physical 0, the rest at HIGH_GPA, each region mapped on
    * its own (writes through `bytes` show in both: same pages). Memory of
-   * `low` bytes or less is one region. Unmapped by `close`.
+   * `low` bytes or less is one region, the memfd's own mapping. Unmapped
+   * by `close`.
    */
   qemuRegions(low = Q35_LOW): MappedRegion[] {
-    if (this.size <= low) {
-      const m = mmap(this.fd, this.size);
-      this.#extra.push(m);
-      return [{ gpa: 0, size: this.size, address: m.address }];
-    }
+    if (this.size <= low) return this.regions();
     const a = mmap(this.fd, low), b = mmap(this.fd, this.size - low, low);
     this.#extra.push(a, b);
     return [

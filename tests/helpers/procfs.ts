@@ -27,10 +27,39 @@ export function fdCount(pid: Pid = "self"): number {
   return n;
 }
 
-/** Lines of /proc/<pid>/maps, optionally only those `keep` accepts. */
+/**
+ * Lines of /proc/<pid>/maps, optionally only those `keep` accepts, without
+ * the switch's copy windows: second mappings of guest memory
+ * (src/virtio/address_window.ts) that come and go with window rebuilds,
+ * told apart by MADV_DONTDUMP (VmFlags "dd" in smaps), which nothing else
+ * sets on a shared file mapping. `windowMappings` counts those.
+ */
 export function mapsLines(pid: Pid = "self", keep?: (line: string) => boolean): string[] {
-  const lines = Deno.readTextFileSync(`/proc/${pid}/maps`).trim().split("\n");
+  const lines = smapsEntries(pid).filter((e) => !e.window).map((e) => e.line);
   return keep ? lines.filter(keep) : lines;
+}
+
+/** Copy-window mappings of shared files (see mapsLines), as maps lines. */
+export function windowMappings(pid: Pid = "self"): string[] {
+  return smapsEntries(pid).filter((e) => e.window).map((e) => e.line);
+}
+
+const VMA_HEADER = /^[0-9a-f]+-[0-9a-f]+ /;
+
+// Each VMA of /proc/<pid>/smaps: its header (the maps line) and whether it is
+// a copy window (shared, file-backed, not dumped).
+function smapsEntries(pid: Pid): { line: string; window: boolean }[] {
+  const out: { line: string; window: boolean }[] = [];
+  for (const l of Deno.readTextFileSync(`/proc/${pid}/smaps`).split("\n")) {
+    if (VMA_HEADER.test(l)) {
+      out.push({ line: l, window: false });
+    } else if (l.startsWith("VmFlags:") && out.length > 0) {
+      const e = out[out.length - 1];
+      const f = e.line.split(/\s+/);
+      e.window = f[1][3] === "s" && Number(f[4]) !== 0 && / dd( |$)/.test(l);
+    }
+  }
+  return out;
 }
 
 /** The inode a maps line refers to (field 5; 0 for anonymous memory). */

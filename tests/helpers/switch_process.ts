@@ -10,7 +10,7 @@
  */
 
 import type { PortStats } from "../../mod.ts";
-import { fdTargets, mapsInode, mapsLines } from "./procfs.ts";
+import { fdTargets, mapsInode, mapsLines, windowMappings } from "./procfs.ts";
 
 /** One LogTape JSON-lines record. */
 export interface LogRecord {
@@ -143,6 +143,11 @@ export class SwitchProcess {
   /** Lines of /proc/<pid>/maps that map a file whose name contains `needle`. */
   maps(needle: string): string[] {
     return mapsLines(this.pid, (l) => l.includes(needle));
+  }
+
+  /** Copy-window mappings (src/virtio/address_window.ts), left out of `maps` and `mapsOf`. */
+  windows(): number {
+    return windowMappings(this.pid).length;
   }
 
   /** Lines of /proc/<pid>/maps that map the file with inode `ino` (e.g. one memfd). */

@@ -239,6 +239,7 @@ export class Stage {
   async runCase(fn: (s: Stage) => Promise<void>): Promise<void> {
     const fds = this.sp.fdCount();
     const maps = this.sp.maps("memfd:").length;
+    const windows = this.sp.windows();
     this.logFrom = this.sp.logs.length;
     this.#before = Object.fromEntries(
       Object.entries(await this.sp.stats()).map(([k, v]) => [k, { ...v.counters }]),
@@ -274,6 +275,9 @@ export class Stage {
     while (Date.now() < settled && this.sp.fdCount() !== fds) await sleep(10);
     assertEquals(this.sp.fdCount(), fds, "no fd leaked");
     assertEquals(this.sp.maps("memfd:").length, maps, "no mapping leaked");
+    // Copy windows are rebuilt when the attacker's memory goes (the worker's control path).
+    while (Date.now() < settled && this.sp.windows() !== windows) await sleep(10);
+    assertEquals(this.sp.windows(), windows, "copy windows as before the case");
   }
 
   /** Stops the good guests and the switch. */

@@ -25,6 +25,7 @@ import {
   PROT_WRITE,
 } from "../../ffi/constants.ts";
 import { TestMemory } from "../helpers/memfd_memory.ts";
+import { windowMappings } from "../helpers/procfs.ts";
 
 const MIB = 1024 * 1024;
 
@@ -73,6 +74,10 @@ Deno.test("chunked windows: a segment's chunk, straddling into the overlap, copi
     assert(updateWindow(ranges), JSON.stringify(windowInfo()));
     assertEquals(windowInfo().chunks, 4); // a: 3 chunks, b: 1
     assertEquals(windowInfo().pairs, 6);
+    // A second mapping per chunk and two per pair; a rebuild unmaps the old ones.
+    assertEquals(windowMappings().length, 4 + 2 * 6);
+    updateWindow(ranges);
+    assertEquals(windowMappings().length, 4 + 2 * 6);
 
     // Chunk of a segment: start chunk, offset in it; out of span or range: none.
     const at = (off: number, len: number, range = 0) => {
@@ -117,6 +122,8 @@ Deno.test("chunked windows: a segment's chunk, straddling into the overlap, copi
     const before = a.bytes.slice(150, 3150); // overlapping: copyWithin moves like memmove
     copySegments(seg(a, 200, 3000, 0), 0, seg(a, 150, 3000, 0), 0, 3000);
     assertEquals(a.bytes.subarray(200, 3200), before);
+    closeWindow();
+    assertEquals(windowMappings().length, 0, "closed: every window unmapped");
   } finally {
     closeWindow();
     configureWindow({});
