@@ -255,7 +255,7 @@ export class SplitRing implements Virtqueue {
     const off = mem.translate(gpa, len);
     if (off < 0) return WalkError.ADDRESS;
     const r = mem.region;
-    return out.push(mem.u8[r], mem.u32[r], off, len, mem.base[r] + off, gpa)
+    return out.push(mem.u8[r], mem.u32[r], off, len, mem.base[r] + off, gpa, mem.range[r])
       ? 0
       : WalkError.TOO_LONG;
   }
