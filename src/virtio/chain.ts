@@ -42,14 +42,12 @@ export class SegList {
    */
   readonly gpas: Float64Array;
   /**
-   * Copy window chunk of each segment (address_window.ts), -1 for none:
-   * worked out once per segment here, so a copy only indexes tables.
+   * Mapped range of each segment (its index as passed to `updateWindow`):
+   * a copy long enough to take a window works out the chunk from it
+   * (address_window.ts), so the short copies of small frames never pay
+   * for that lookup.
    */
-  readonly chunk: Int32Array;
-  /** Offset of each segment in its chunk (in the single window: from its base). */
-  readonly coff: Float64Array;
-  /** The window epoch the chunks were worked out in (stale after a rebuild). */
-  epoch = -1;
+  readonly range: Int32Array;
   /** Segments in use. */
   count = 0;
   /** Sum of the lengths in use. */
@@ -62,8 +60,7 @@ export class SegList {
     this.lens = new Float64Array(capacity);
     this.addrs = new Float64Array(capacity);
     this.gpas = new Float64Array(capacity);
-    this.chunk = new Int32Array(capacity);
-    this.coff = new Float64Array(capacity);
+    this.range = new Int32Array(capacity);
   }
 
   /** Empties the list (views stay referenced until overwritten). */
@@ -77,9 +74,10 @@ export class SegList {
    * guest-physical address (default -1: not guest memory). `range` is the
    * index of the mapped range it lies in, as passed to `updateWindow`
    * (GuestMemory.range; default 0, the engine's scratch memory, which
-   * Engine.updateWindow passes first). The segment gets a window chunk
-   * only if it lies wholly inside that range and one chunk's span, so a
-   * wrong or stale range costs speed (the word loop), never wrong bytes.
+   * Engine.updateWindow passes first). A copy takes a window only where
+   * its bytes lie wholly inside that range and one chunk's span, checked
+   * against the window as it is at copy time, so a wrong or stale range
+   * costs speed (the word loop), never wrong bytes.
    */
   push(
     view: Uint8Array,
@@ -92,29 +90,15 @@ export class SegList {
   ): boolean {
     const i = this.count;
     if (i >= this.capacity) return false;
-    this.views[i] = view;
-    this.words[i] = words;
+    // Compared first: a store of an object into an array pays V8's write
+    // barrier, and the same region's views come back frame after frame.
+    if (this.views[i] !== view) this.views[i] = view;
+    if (this.words[i] !== words) this.words[i] = words;
     this.offs[i] = off;
     this.lens[i] = len;
     this.addrs[i] = addr;
     this.gpas[i] = gpa;
-    const w = win;
-    let k = -1, c = 0;
-    if (w.single) {
-      c = addr - w.base;
-      if (c >= 0 && c + len <= w.span) k = 0;
-    } else if (range >= 0 && range < w.ranges) {
-      const rel = addr - w.rangeStart[range];
-      if (rel >= 0 && rel + len <= w.rangeSize[range]) {
-        const j = Math.floor(rel / CHUNK);
-        c = rel - j * CHUNK;
-        k = w.rangeFirst[range] + j;
-        if (c + len > w.chunkLen[k]) k = -1;
-      }
-    }
-    this.chunk[i] = k;
-    this.coff[i] = c;
-    this.epoch = w.epoch;
+    this.range[i] = range;
     this.count = i + 1;
     this.total += len;
     return true;
@@ -155,20 +139,63 @@ function copyPiece(
     return;
   }
   const w = win;
-  if (src.epoch === w.epoch && dst.epoch === w.epoch) {
-    const a = src.chunk[si], b = dst.chunk[di];
+  const sa = src.addrs[si] + sPos, da = dst.addrs[di] + dPos;
+  if (w.single) {
+    const from = sa - w.base, to = da - w.base;
+    if (from >= 0 && from + n <= w.span && to >= 0 && to + n <= w.span) {
+      w.views[0].copyWithin(to, from, from + n);
+      return;
+    }
+  } else {
+    const a = chunkAt(w, src.range[si], sa, n);
+    const aOff = chunkOff;
+    const b = chunkAt(w, dst.range[di], da, n);
     if (a >= 0 && b >= 0) {
       const k = a * w.chunks + b;
       if (w.has[k] !== 0) {
-        // Both offsets < 2 × CHUNK_SPAN < 2^31: Smis, no allocation.
-        const from = w.srcAt[k] + src.coff[si] + sPos;
-        w.views[k].copyWithin(w.dstAt[k] + dst.coff[di] + dPos, from, from + n);
+        const from = w.srcAt[k] + aOff;
+        w.views[k].copyWithin(w.dstAt[k] + chunkOff, from, from + n);
         return;
       }
     }
   }
   if (w.legacy) dst.views[di].set(src.views[si].subarray(s, s + n), d);
   else wordCopy(dst.views[di], dst.words[di], d, src.views[si], src.words[si], s, n);
+}
+
+/** Set by `chunkAt`: the offset of the bytes in their chunk. */
+let chunkOff = 0;
+
+/**
+ * The chunk holding `n` bytes at `addr` of range `range` in window state
+ * `w`, or -1 if the range does not hold them or they reach past the
+ * chunk's span; sets `chunkOff` (a module variable: nothing allocated).
+ */
+function chunkAt(w: typeof win, range: number, addr: number, n: number): number {
+  if (range < 0 || range >= w.ranges) return -1;
+  const rel = addr - w.rangeStart[range];
+  if (rel < 0 || rel + n > w.rangeSize[range]) return -1;
+  const j = Math.floor(rel / CHUNK);
+  const c = rel - j * CHUNK;
+  const k = w.rangeFirst[range] + j;
+  if (c + n > w.chunkLen[k]) return -1;
+  chunkOff = c;
+  return k;
+}
+
+/**
+ * The window chunk segment `i` of `list` lies in now and its offset there
+ * (chunk 0 in single mode), or chunk -1 if its copies would take the word
+ * loop. For tests and benchmarks (it allocates).
+ */
+export function segmentChunk(list: SegList, i: number): { chunk: number; offset: number } {
+  const w = win, addr = list.addrs[i], n = list.lens[i];
+  if (w.single) {
+    const ok = addr >= w.base && addr + n <= w.base + w.span;
+    return { chunk: ok ? 0 : -1, offset: ok ? addr - w.base : 0 };
+  }
+  const chunk = chunkAt(w, list.range[i], addr, n);
+  return { chunk, offset: chunk >= 0 ? chunkOff : 0 };
 }
 
 /**

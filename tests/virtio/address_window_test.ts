@@ -15,7 +15,7 @@ import {
   win,
   windowInfo,
 } from "../../src/virtio/address_window.ts";
-import { copySegments, SegList } from "../../src/virtio/chain.ts";
+import { copySegments, SegList, segmentChunk } from "../../src/virtio/chain.ts";
 import { mmap, munmap } from "../../ffi/memory.ts";
 import {
   MAP_ANONYMOUS,
@@ -82,7 +82,8 @@ Deno.test("chunked windows: a segment's chunk, straddling into the overlap, copi
     // Chunk of a segment: start chunk, offset in it; out of span or range: none.
     const at = (off: number, len: number, range = 0) => {
       const l = seg(a, off, len, range);
-      return [l.chunk[0], l.coff[0]];
+      const { chunk, offset } = segmentChunk(l, 0);
+      return [chunk, offset];
     };
     assertEquals(at(0, 100), [0, 0]);
     assertEquals(at(CHUNK - 100, 1600), [0, CHUNK - 100]); // straddles into the overlap
@@ -104,7 +105,10 @@ Deno.test("chunked windows: a segment's chunk, straddling into the overlap, copi
       for (const n of [1500, 9000, 65550]) {
         const src = fill(a, aOff, n, n);
         const sl = seg(a, aOff, n, 0), dl = seg(b, bOff, n, 1);
-        assert(sl.chunk[0] >= 0 && dl.chunk[0] >= 0, "both on a window");
+        assert(
+          segmentChunk(sl, 0).chunk >= 0 && segmentChunk(dl, 0).chunk >= 0,
+          "both on a window",
+        );
         b.bytes.fill(0, bOff - 8, bOff + n + 8);
         assertEquals(copySegments(dl, 0, sl, 0, n), n);
         assertEquals(b.bytes.subarray(bOff, bOff + n), src, `a@${aOff} → b@${bOff}, ${n} B`);
@@ -186,10 +190,10 @@ Deno.test("the scratch (shared anonymous) gets pair windows; a private mapping c
     s8.set(frame, 12);
     const sl = new SegList(1);
     sl.push(s8, s32, 12, 1514, scratch.address + 12); // range 0 by default
-    assertEquals(sl.chunk[0], 0);
+    assertEquals(segmentChunk(sl, 0).chunk, 0);
     const dOff = CHUNK + 12;
     const dl = seg(g, dOff, 1514, 1);
-    assertEquals(dl.chunk[0], 2);
+    assertEquals(segmentChunk(dl, 0).chunk, 2);
     copySegments(dl, 0, sl, 0, 1514);
     assertEquals(g.bytes.subarray(dOff, dOff + 1514), frame);
 
@@ -229,7 +233,7 @@ Deno.test("single window when the span fits: any range, no mapping made", () => 
     assert(win.single);
     const src = fill(a, 1001, 1500, 1);
     const sl = seg(a, 1001, 1500, 5); // the range does not matter here
-    assertEquals(sl.chunk[0], 0);
+    assertEquals(segmentChunk(sl, 0).chunk, 0);
     copySegments(seg(b, 2001, 1500, 0), 0, sl, 0, 1500);
     assertEquals(b.bytes.subarray(2001, 3501), src);
   } finally {
