@@ -39,8 +39,8 @@ export interface FunctionTime {
   selfPct: number;
   totalMs: number;
   totalPct: number;
-  /** Self time as a share of the busy time (sampled minus waiting). */
-  busyPct: number;
+  /** Self time as a share of the busy time (sampled minus waiting); null for a waiting entry. */
+  busyPct: number | null;
 }
 
 /**
@@ -112,7 +112,7 @@ export function summarize(p: CpuProfile, top = 40): ProfileSummary {
       selfPct: pct(us),
       totalMs: ms(fnTotal.get(fn) ?? us),
       totalPct: pct(fnTotal.get(fn) ?? us),
-      busyPct: Number((100 * us / busy).toFixed(1)),
+      busyPct: WAITING.some((re) => re.test(fn)) ? null : Number((100 * us / busy).toFixed(1)),
     }));
   const files = [...fileSelf.entries()]
     .sort((a, b) => b[1] - a[1])
@@ -131,7 +131,7 @@ export function formatSummary(s: ProfileSummary, title: string): string {
     `${title}: ${s.sampledMs} ms sampled, ${s.idleMs} ms waiting (idle, epoll_wait)`,
     `${"busy %".padStart(7)} ${"self %".padStart(7)} ${"total %".padStart(8)}  function`,
     ...s.functions.map((f) =>
-      `${f.busyPct.toFixed(1).padStart(7)} ${f.selfPct.toFixed(1).padStart(7)} ${
+      `${(f.busyPct?.toFixed(1) ?? "-").padStart(7)} ${f.selfPct.toFixed(1).padStart(7)} ${
         f.totalPct.toFixed(1).padStart(8)
       }  ${f.fn}`
     ),
@@ -152,4 +152,42 @@ if (import.meta.main) {
   }
   const p = JSON.parse(Deno.readTextFileSync(file)) as CpuProfile;
   console.log(formatSummary(summarize(p, Number(top ?? 40)), file));
+}
+
+/**
+ * The pipeline stages, by the functions whose self time they are (the
+ * engine's code as of issue 11; a function not listed falls in "other").
+ */
+export const STAGES: { stage: string; fns: RegExp }[] = [
+  {
+    stage: "pop: avail read, chain walk, address translation",
+    fns: /^(available|nextHead|unget|walk|translate|push|reset|receive) /,
+  },
+  { stage: "parse: header, MACs", fns: /^(parseFrame|readMacs|read|clear) / },
+  { stage: "classify: FDB learn + lookup", fns: /^(#classify|learn|lookup|#slot) / },
+  { stage: "copy", fns: /^(copyPiece|copySegments|wordIndex) / },
+  {
+    stage: "RX: acquire, header, commit; TX used; publish",
+    fns: /^(acquire|#acquire|writeHeader|commit|complete|pushUsed|publish|flush|hasChains) /,
+  },
+  {
+    stage: "deliver/engine glue",
+    fns: /^(#whole|deliver|#deliver|#unicast|#forward|#poll|round) /,
+  },
+  { stage: "worker loop: clock, Atomics, command check", fns: /^(run |now |op_now$)/ },
+  { stage: "GC", fns: /^\(garbage collector\)$/ },
+];
+
+/** Busy share (%) per stage, from a summary made with a large `top`. */
+export function stageShares(s: ProfileSummary): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const { stage } of STAGES) out[stage] = 0;
+  out.other = 0;
+  for (const f of s.functions) {
+    if (f.busyPct === null) continue;
+    const st = STAGES.find((x) => x.fns.test(f.fn));
+    out[st ? st.stage : "other"] += f.busyPct;
+  }
+  for (const k of Object.keys(out)) out[k] = Number(out[k].toFixed(1));
+  return out;
 }

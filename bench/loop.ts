@@ -22,7 +22,9 @@
 import { DEMO_PACKAGES, installPackages, say, setupHugepages } from "../src/cli/install.ts";
 import {
   ALL_CASES,
+  loadAverage,
   type LoopRate,
+  niceness,
   pairRates,
   root,
   runLoop,
@@ -108,7 +110,8 @@ const cpu = (await sh("sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d:
 const report = {
   date: new Date().toISOString(),
   machine:
-    `${navigator.hardwareConcurrency} cores, ${cpu}; load average ${loadBefore} before, ${await load()} after`,
+    `${navigator.hardwareConcurrency} cores, ${cpu}; load average ${loadBefore} before, ${loadAverage()} after`,
+  nice: niceness(),
   method:
     "testpmd virtio-user generator (lcore 0), 8 bursts of 32 in flight per port, backend on lcore 1; " +
     `Rx-pps summed over generator ports, mean of 3 × 2 s readings`,

@@ -69,6 +69,17 @@ export function exists(path: string): boolean {
   }
 }
 
+/** This process's nice value (a run under `nice -n -10` says so in its results). */
+export function niceness(): number {
+  const stat = Deno.readTextFileSync("/proc/self/stat");
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]); // field 19
+}
+
+/** The load average (1, 5, 15 min) as printed by /proc/loadavg. */
+export function loadAverage(): string {
+  return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+}
+
 /** A backend under test: started with N sockets, stopped afterwards. */
 export interface Backend {
   sockets: string[];

@@ -28,7 +28,9 @@ import { DEMO_PACKAGES, installPackages, say, setupHugepages } from "../src/cli/
 import { ControlClient } from "../src/control/client.ts";
 import {
   ALL_CASES,
+  loadAverage,
   type LoopCase,
+  niceness,
   root,
   runLoop,
   SAMPLE_MS,
@@ -36,9 +38,9 @@ import {
   sleep,
   startVswitch,
 } from "./loop_rig.ts";
-import { type CpuProfile, formatSummary, summarize } from "./cpuprofile.ts";
+import { type CpuProfile, formatSummary, stageShares, summarize } from "./cpuprofile.ts";
 
-const MODES = ["plain", "counts", "cpuprof", "cpuprof-noinline"] as const;
+const MODES = ["plain", "counts", "cpuprof", "cpuprof-noinline", "inprocess"] as const;
 type Mode = typeof MODES[number];
 
 const args = parseArgs(Deno.args, { string: ["modes"] });
@@ -263,10 +265,12 @@ async function cpuprof(c: LoopCase, dir: string, noInline: boolean) {
   const main = files.find((f) => !f.includes("worker"));
   if (!worker) throw new Error(`Cannot find the worker's profile in ${files.join(", ")}`);
   const read = (f: string) => JSON.parse(Deno.readTextFileSync(`${profDir}/${f}`)) as CpuProfile;
-  const w = summarize(read(worker), 30);
+  const all = summarize(read(worker), 10_000);
+  const w = { ...all, functions: all.functions.slice(0, 30) };
   const m = main ? summarize(read(main), 8) : null;
   return {
     mpps: Number(rate.mpps.toFixed(3)),
+    stagesBusyPct: stageShares(all),
     worker: w,
     main: m,
     text: formatSummary(w, `${c.name} worker${noInline ? " (no inlining)" : ""}`) +
@@ -274,11 +278,92 @@ async function cpuprof(c: LoopCase, dir: string, noInline: boolean) {
   };
 }
 
+/**
+ * The engine in-process (bench/heap.ts: both guests simulated in the same
+ * thread, so every ring and buffer is in this core's cache), on the
+ * switch's core: its rate, and a --cpu-prof of it grouped like the loop's.
+ */
+async function inprocess(c: LoopCase, dir: string) {
+  const run = async (flags: string[]) => {
+    const out = await new Deno.Command("taskset", {
+      args: [
+        "-c",
+        "1",
+        Deno.execPath(),
+        "run",
+        "-A",
+        ...flags,
+        `${root}bench/heap.ts`,
+        "3000000",
+        `${c.size}`,
+      ],
+      stdout: "piped",
+      stderr: "inherit",
+    }).output();
+    if (!out.success) throw new Error("Cannot run bench/heap.ts");
+    return JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!) as {
+      mpps: number;
+    };
+  };
+  const plainRun = await run([]);
+  const profDir = `${dir}/heapprof-${Date.now()}`;
+  await run(["--cpu-prof", `--cpu-prof-dir=${profDir}`]);
+  const file = [...Deno.readDirSync(profDir)][0].name;
+  const all = summarize(
+    JSON.parse(Deno.readTextFileSync(`${profDir}/${file}`)) as CpuProfile,
+    10_000,
+  );
+  return {
+    mpps: plainRun.mpps,
+    nsPerFrame: Math.round(1000 / plainRun.mpps),
+    stagesBusyPct: stageShares(all),
+    text: formatSummary(
+      { ...all, functions: all.functions.slice(0, 25) },
+      `${c.name} in-process (bench/heap.ts)`,
+    ),
+  };
+}
+
+/** ns per frame per stage: the loop's worker (CPU per frame × stage share) beside in-process. */
+function stageTable(res: Record<string, unknown>): string {
+  const plain = res.plain as {
+    threads: { name: string; cpuPct: number }[];
+    switchMppsFromCounters: number;
+  } | undefined;
+  const prof = res.cpuprof as { stagesBusyPct: Record<string, number> } | undefined;
+  const inproc = res.inprocess as
+    | { nsPerFrame: number; stagesBusyPct: Record<string, number> }
+    | undefined;
+  if (!plain || !prof || !inproc) return "";
+  const cpu = plain.threads.filter((t) => t.name.startsWith("worker")).reduce(
+    (a, t) => a + t.cpuPct,
+    0,
+  );
+  const loopNs = 1000 * cpu / 100 / plain.switchMppsFromCounters;
+  const lines = [
+    `ns per frame by stage: loop worker ${
+      loopNs.toFixed(0)
+    } ns of CPU per frame (${cpu}% CPU), in-process ${inproc.nsPerFrame} ns`,
+  ];
+  lines.push(`${"loop".padStart(6)} ${"in-proc".padStart(8)}  stage`);
+  for (const k of Object.keys(prof.stagesBusyPct)) {
+    const a = loopNs * prof.stagesBusyPct[k] / 100,
+      b = inproc.nsPerFrame * (inproc.stagesBusyPct[k] ?? 0) / 100;
+    lines.push(`${a.toFixed(0).padStart(6)} ${b.toFixed(0).padStart(8)}  ${k}`);
+  }
+  res.stageNsPerFrame = {
+    loopNs: Math.round(loopNs),
+    inprocessNs: inproc.nsPerFrame,
+    table: lines,
+  };
+  return lines.join("\n") + "\n\n";
+}
+
 const dir = await Deno.makeTempDir({ prefix: "vswitch-prof-" });
-const load = () => Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
 const report: Record<string, unknown> = {
   date: new Date().toISOString(),
-  loadBefore: load(),
+  loadBefore: loadAverage(),
+  nice: niceness(),
   command: `deno run -A bench/profile_loop.ts ${Deno.args.join(" ")}`.trim(),
   method: "bench/loop.ts's generator (lcore 0, 8 bursts per port) and vswitch (taskset lcore 1)",
   cases: {} as Record<string, unknown>,
@@ -291,7 +376,12 @@ try {
       say("bench", `${c.name}: ${mode} ...`);
       if (mode === "plain") res.plain = await plain(c, dir);
       else if (mode === "counts") res.counts = await counts(c, dir);
-      else {
+      else if (mode === "inprocess") {
+        const p = await inprocess(c, dir);
+        text += p.text + "\n";
+        const { text: _, ...rest } = p;
+        res.inprocess = rest;
+      } else {
         const p = await cpuprof(c, dir, mode === "cpuprof-noinline");
         text += p.text + "\n";
         const { text: _, ...rest } = p;
@@ -301,6 +391,7 @@ try {
       await sleep(1000); // hugepages released before the next generator
     }
     (report.cases as Record<string, unknown>)[c.name] = res;
+    text = stageTable(res) + text;
     text = `${c.name}:\n${
       JSON.stringify({ plain: res.plain, counts: res.counts }, null, 2)
     }\n\n${text}`;
@@ -308,7 +399,7 @@ try {
 } finally {
   await Deno.remove(dir, { recursive: true }).catch(() => {});
 }
-report.loadAfter = load();
+report.loadAfter = loadAverage();
 text += `load average ${report.loadBefore} before, ${report.loadAfter} after\n`;
 const out = `${root}bench/results`;
 Deno.writeTextFileSync(`${out}/profile-latest.json`, JSON.stringify(report, null, 2) + "\n");
