@@ -8,8 +8,11 @@
  *
  * Each direction runs RUNS times for SECONDS (`iperf3 -t`, the client in
  * guest A, `-R` for B → A) after a discarded 1 s warm-up, in two TCG
- * guests of 256 MiB (the busybox image with iperf3). The rigs are in
- * bench/iperf_rigs.ts. Results: a Markdown table on stdout and
+ * guests of 256 MiB (the busybox image with iperf3). The runs are
+ * interleaved: round i boots every system in turn and measures run i of
+ * each of its paths, so a drift of the shared machine's load hits every
+ * system alike. The table gives each run, the median, and the ratio of
+ * medians to the bridge. The rigs are in bench/iperf_rigs.ts. Results: a Markdown table on stdout and
  * bench/results/iperf-<time>.json + iperf-latest.json, with vswitch's
  * ports after its runs: every counter by name and what each port negotiated
  * (from its control API, or its `--stats` table where it has none).
@@ -115,46 +118,50 @@ function ipOf(kind: GuestKind | "host"): string {
   return kind === "host" ? HOST_IP : `10.0.0.${GUESTS[kind].n}`;
 }
 
-function mean(xs: (number | null)[]): number | undefined {
-  const ok = xs.filter((x): x is number => x !== null);
-  return ok.length ? ok.reduce((a, b) => a + b, 0) / ok.length : undefined;
+function median(xs: (number | null)[]): number | undefined {
+  const ok = xs.filter((x): x is number => x !== null).sort((a, b) => a - b);
+  if (!ok.length) return undefined;
+  const m = ok.length >> 1;
+  return ok.length % 2 ? ok[m] : (ok[m - 1] + ok[m]) / 2;
 }
 
-/** Measures `path` on a set-up rig. */
-async function measure(rig: Rig, system: System, path: PathDef): Promise<Row> {
-  const row: Row = {
-    path: path.key,
-    title: path.title,
-    system,
-    forward: [],
-    reverse: [],
-    errors: [],
-  };
-  const client = rig.guests[path.client(system)];
-  if (!client) return { ...row, na: `no guest ${path.client(system)}` };
-  const server = ipOf(path.server);
-  await pingUntilUp(client, server);
-  // TCG translates the guests' TCP paths on first use: the first second is slower.
-  await iperfFromGuest(client, { server, seconds: 1 }).catch(() => {});
-  for (let i = 0; i < RUNS; i++) {
-    for (const reverse of [false, true]) {
-      const into = reverse ? row.reverse : row.forward;
-      try {
-        const r = await iperfFromGuest(client, { server, seconds: SECONDS, reverse });
-        into.push(Number((r.bitsPerSecond / 1e9).toFixed(3)));
-      } catch (e) {
-        into.push(null);
-        row.errors.push((e as Error).message.split("\n").slice(0, 6).join(" | "));
-      }
-      say("bench", `  ${system} ${path.title} ${reverse ? "B→A" : "A→B"}: ${into.at(-1)} Gbit/s`);
-    }
+/** The row of `path` through `system`, made on first use. */
+function rowOf(rows: Row[], system: System, path: PathDef): Row {
+  let row = rows.find((r) => r.system === system && r.path === path.key);
+  if (!row) {
+    row = { path: path.key, title: path.title, system, forward: [], reverse: [], errors: [] };
+    rows.push(row);
   }
   return row;
 }
 
+/** Measures one run of `path` (both ways) on a set-up rig, into `row`. */
+async function measure(rig: Rig, system: System, path: PathDef, row: Row): Promise<void> {
+  const client = rig.guests[path.client(system)];
+  if (!client) {
+    row.na = `no guest ${path.client(system)}`;
+    return;
+  }
+  const server = ipOf(path.server);
+  await pingUntilUp(client, server);
+  // TCG translates the guests' TCP paths on first use: the first second is slower.
+  await iperfFromGuest(client, { server, seconds: 1 }).catch(() => {});
+  for (const reverse of [false, true]) {
+    const into = reverse ? row.reverse : row.forward;
+    try {
+      const r = await iperfFromGuest(client, { server, seconds: SECONDS, reverse });
+      into.push(Number((r.bitsPerSecond / 1e9).toFixed(3)));
+    } catch (e) {
+      into.push(null);
+      row.errors.push((e as Error).message.split("\n").slice(0, 6).join(" | "));
+    }
+    say("bench", `  ${system} ${path.title} ${reverse ? "B→A" : "A→B"}: ${into.at(-1)} Gbit/s`);
+  }
+}
+
 const RIGS = { vswitch: vswitchRig, bridge: bridgeRig, dpdk: dpdkRig };
 
-/** Sets up `system`, measures its paths, tears it down (whatever happened). */
+/** Sets up `system`, measures one run of its paths, tears it down (whatever happened). */
 async function runSystem(
   system: System,
   img: GuestImage,
@@ -162,28 +169,23 @@ async function runSystem(
   cleanup: Cleanup,
   report: { rows: Row[]; counters: SwitchReport | undefined; notes: string[] },
 ): Promise<void> {
-  const sub = `${dir}/${system}`;
-  Deno.mkdirSync(sub);
+  const sub = await Deno.makeTempDir({ dir, prefix: `${system}-` });
   const paths = PATHS.filter((p) => p.systems.includes(system));
   try {
     say("bench", `${system}: booting ${KINDS[system].length} guests …`);
     const rig = await RIGS[system](cleanup, sub, img, uniqueSuffix(), KINDS[system]);
-    report.notes.push(...rig.notes);
+    for (const n of rig.notes) if (!report.notes.includes(n)) report.notes.push(n);
     for (const p of paths) {
-      report.rows.push(
-        await measure(rig, system, p).catch((e) => ({
-          path: p.key,
-          title: p.title,
-          system,
-          forward: [],
-          reverse: [],
-          na: (e as Error).message.split("\n")[0],
-          errors: [(e as Error).message.split("\n").slice(0, 8).join(" | ")],
-        })),
-      );
+      const row = rowOf(report.rows, system, p);
+      await measure(rig, system, p, row).catch((e) => {
+        row.forward.push(null);
+        row.reverse.push(null);
+        row.errors.push((e as Error).message.split("\n").slice(0, 8).join(" | "));
+      });
     }
     if (system === "vswitch") {
       // The --stats table prints every 2 s: let one more come after the last run.
+      // (Each round boots afresh: the counters are those of the last round.)
       await new Promise((r) => setTimeout(r, 2500));
       report.counters = await rig.counters();
     }
@@ -191,35 +193,37 @@ async function runSystem(
     const why = (e as Error).message.split("\n")[0];
     say("bench", `${system} failed: ${why}`);
     for (const p of paths) {
-      if (!report.rows.some((r) => r.system === system && r.path === p.key)) {
-        report.rows.push({
-          path: p.key,
-          title: p.title,
-          system,
-          forward: [],
-          reverse: [],
-          na: why,
-          errors: [(e as Error).message.slice(0, 2000)],
-        });
-      }
+      const row = rowOf(report.rows, system, p);
+      if (row.forward.length === 0) row.na = why;
+      row.errors.push((e as Error).message.slice(0, 2000));
     }
   } finally {
     await cleanup.run();
   }
 }
 
+/** Each run, then the median: "0.91, 1.02, 0.97 (med 0.97)". */
 function fmtRuns(xs: (number | null)[]): string {
-  return xs.map((x) => (x === null ? "fail" : x.toFixed(2))).join(", ");
+  const runs = xs.map((x) => (x === null ? "fail" : x.toFixed(2))).join(", ");
+  const m = median(xs);
+  return xs.length > 1 && m !== undefined ? `${runs} (med ${m.toFixed(2)})` : runs;
 }
 
+/** The ratio of medians. */
 function ratio(a: (number | null)[], b: (number | null)[] | undefined): string {
-  const ma = mean(a), mb = b && mean(b);
+  const ma = median(a), mb = b && median(b);
   return ma !== undefined && mb ? (ma / mb).toFixed(2) : "–";
 }
 
 /** The Markdown table. */
 function table(rows: Row[]): string {
-  const head = ["path (A ↔ B)", "system", "A → B Gbit/s", "B → A Gbit/s", "÷ bridge (A→B, B→A)"];
+  const head = [
+    "path (A ↔ B)",
+    "system",
+    "A → B Gbit/s",
+    "B → A Gbit/s",
+    "÷ bridge, medians (A→B, B→A)",
+  ];
   const body = rows.map((r) => {
     const ref = rows.find((b) => b.path === r.path && b.system === "bridge");
     if (r.na) return [r.title, r.system, `n/a: ${r.na}`, "", ""];
@@ -240,7 +244,7 @@ function portLines(r: SwitchReport): string {
       Object.entries(p.counters).filter(([, v]) => v !== 0 && v !== "0" && v !== "")
         .map(([k, v]) => `${k}=${v}`).join(" ")
     }${p.offloads ? `\n  offers: ${p.offloads.join(",") || "none"}` : ""}${
-      p.features ? `\n  negotiated: ${p.features.join(",") || "none"}` : ""
+      p.negotiated ? `\n  negotiated: ${p.negotiated.join(",") || "none"}` : ""
     }`
   ).join("\n");
 }
@@ -274,7 +278,8 @@ const report = {
   machine: "",
   versions: {} as Record<string, string>,
   method: `iperf3 -t ${SECONDS} -f m, client in guest A, -R for B -> A, ${RUNS} runs per ` +
-    `direction after a 1 s warm-up; TCG guests, 256 MiB, 1 vCPU; the receiver's rate`,
+    `direction, interleaved (round i boots each system in turn for run i), each after a 1 s ` +
+    `warm-up; TCG guests, 256 MiB, 1 vCPU; the receiver's rate; ratios of medians`,
   command: `deno task bench:iperf${Deno.args.length ? " " + Deno.args.join(" ") : ""}`,
   rows: [] as Row[],
   counters: undefined as SwitchReport | undefined,
@@ -282,7 +287,10 @@ const report = {
   seconds: 0,
 };
 try {
-  for (const s of systems) await runSystem(s, img, dir, cleanup, report);
+  for (let i = 0; i < RUNS; i++) {
+    say("bench", `round ${i + 1} of ${RUNS}`);
+    for (const s of systems) await runSystem(s, img, dir, cleanup, report);
+  }
 } finally {
   await cleanup.run();
   await Deno.remove(dir, { recursive: true }).catch(() => {});
@@ -314,7 +322,7 @@ console.log(`\n${table(report.rows)}\n`);
 for (const r of report.rows) for (const e of r.errors) console.log(`${r.system} ${r.title}: ${e}`);
 if (report.counters) {
   console.log(
-    `vswitch after its runs (${report.counters.source}):\n${portLines(report.counters)}\n`,
+    `vswitch after its last round (${report.counters.source}):\n${portLines(report.counters)}\n`,
   );
 }
 for (const n of report.notes) console.log(`note: ${n}`);

@@ -58,7 +58,8 @@ export interface SwitchReport {
   ports: Record<string, {
     counters: Record<string, number | string>;
     offloads?: string[];
-    features?: string[];
+    /** A guest's virtio features, the TAP's TUNSETOFFLOAD flags (the API's `negotiated`). */
+    negotiated?: string[];
   }>;
 }
 
@@ -180,14 +181,15 @@ async function switchReport(
       name: string;
       counters: Record<string, number>;
       offloads?: string[];
-      features?: string[];
+      // `negotiated`, not `features`: the latter is a guest's virtio features only (empty for a TAP).
+      negotiated?: string[];
     }[];
     return {
       source: "control API (ports --json)",
       ports: Object.fromEntries(
         list.map((
           p,
-        ) => [p.name, { counters: p.counters, offloads: p.offloads, features: p.features }]),
+        ) => [p.name, { counters: p.counters, offloads: p.offloads, negotiated: p.negotiated }]),
       ),
     };
   } catch {
