@@ -132,10 +132,22 @@ function copyPiece(
   sPos: number,
   n: number,
 ): void {
-  const d = dst.offs[di] + dPos;
-  const s = src.offs[si] + sPos;
+  let d = dst.offs[di] + dPos;
+  let s = src.offs[si] + sPos;
   if (n <= WORD_COPY_MAX && ((d ^ s) & 3) === 0) {
-    wordCopy(dst.views[di], dst.words[di], d, src.views[si], src.words[si], s, n);
+    // Inline rather than a wordCopy call: 64 B frames all come this way.
+    const d8 = dst.views[di], s8 = src.views[si];
+    while ((d & 3) !== 0 && n > 0) {
+      d8[d++] = s8[s++];
+      n--;
+    }
+    const d32 = dst.words[di], s32 = src.words[si];
+    let dw = wordIndex(d), sw = wordIndex(s); // both 4-aligned here
+    const words = n >>> 2;
+    for (let i = 0; i < words; i++) d32[dw++] = s32[sw++];
+    d += words << 2;
+    s += words << 2;
+    for (let i = words << 2; i < n; i++) d8[d++] = s8[s++];
     return;
   }
   const w = win;
