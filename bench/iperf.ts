@@ -17,7 +17,7 @@
  * ports after its runs: every counter by name and what each port negotiated
  * (from its control API, or its `--stats` table where it has none).
  *
- * `deno task bench:iperf [vswitch|bridge|dpdk …] [--seconds 5] [--runs 2]`
+ * `deno task bench:iperf [vswitch|bridge|dpdk …] [--seconds 5] [--runs 3]`
  *
  * @module
  */
@@ -109,7 +109,7 @@ interface Row {
 
 const args = parseArgs(Deno.args, { string: ["seconds", "runs"] });
 const SECONDS = Number(args.seconds ?? 5);
-const RUNS = Number(args.runs ?? 2);
+const RUNS = Number(args.runs ?? 3);
 const chosen = (args._ as string[]).filter((a) => (SYSTEMS as readonly string[]).includes(a));
 const systems: System[] = chosen.length ? chosen as System[] : [...SYSTEMS];
 const root = new URL("..", import.meta.url).pathname;
@@ -174,7 +174,11 @@ async function runSystem(
   try {
     say("bench", `${system}: booting ${KINDS[system].length} guests …`);
     const rig = await RIGS[system](cleanup, sub, img, uniqueSuffix(), KINDS[system]);
-    for (const n of rig.notes) if (!report.notes.includes(n)) report.notes.push(n);
+    // One note per system: later rounds differ only in the names they made.
+    for (const n of rig.notes) {
+      const head = n.split(" ")[0];
+      if (!report.notes.some((m) => m.split(" ")[0] === head)) report.notes.push(n);
+    }
     for (const p of paths) {
       const row = rowOf(report.rows, system, p);
       await measure(rig, system, p, row).catch((e) => {
