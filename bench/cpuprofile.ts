@@ -161,11 +161,11 @@ if (import.meta.main) {
 export const STAGES: { stage: string; fns: RegExp }[] = [
   {
     stage: "pop: avail read, chain walk, address translation",
-    fns: /^(available|nextHead|unget|walk|translate|push|reset|receive) /,
+    fns: /^(available|nextHead|unget|walk|#take|translate|push|reset|receive) /,
   },
   { stage: "parse: header, MACs", fns: /^(parseFrame|readMacs|read|clear) / },
   { stage: "classify: FDB learn + lookup", fns: /^(#classify|learn|lookup|#slot) / },
-  { stage: "copy", fns: /^(copyPiece|copySegments|wordIndex) / },
+  { stage: "copy", fns: /^(copyPiece|copySegments|wordCopy|chunkAt|wordIndex) / },
   {
     stage: "RX: acquire, header, commit; TX used; publish",
     fns: /^(acquire|#acquire|writeHeader|commit|complete|pushUsed|publish|flush|hasChains) /,

@@ -18,7 +18,7 @@
  *
  * `flock /tmp/vswitch-heavy.lock deno run -A bench/profile_loop.ts [CASE…] [--modes a,b]`
  * (as root; default 64B-2port, every mode). Writes
- * bench/results/profile-latest.json and profile-latest.txt.
+ * bench/results/profile-latest.{json,txt} and a timestamped copy.
  *
  * @module
  */
@@ -402,6 +402,9 @@ try {
 report.loadAfter = loadAverage();
 text += `load average ${report.loadBefore} before, ${report.loadAfter} after\n`;
 const out = `${root}bench/results`;
-Deno.writeTextFileSync(`${out}/profile-latest.json`, JSON.stringify(report, null, 2) + "\n");
-Deno.writeTextFileSync(`${out}/profile-latest.txt`, text);
+const stamp = (report.date as string).replaceAll(":", "-").slice(0, 19);
+for (const name of ["latest", stamp]) {
+  Deno.writeTextFileSync(`${out}/profile-${name}.json`, JSON.stringify(report, null, 2) + "\n");
+  Deno.writeTextFileSync(`${out}/profile-${name}.txt`, text);
+}
 console.log(text);
