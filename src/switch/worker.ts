@@ -15,6 +15,7 @@ import { eventfdRead } from "../../ffi/eventfd.ts";
 import { EPOLLIN } from "../../ffi/constants.ts";
 import { GuestMemory } from "../virtio/guest_memory.ts";
 import { SplitRing } from "../virtio/split_ring.ts";
+import { queueOptions } from "../virtio/virtqueue.ts";
 import { Engine } from "./engine.ts";
 import { DpPort, guestEgressCaps, guestIngressCaps, PortKind } from "./dp_port.ts";
 import { MAX_GSO_FRAME } from "./frame.ts";
@@ -155,19 +156,9 @@ const handlers: { [K in Op]: (cmd: CommandOf<K>) => Results[K] } = {
     if (p.mem === null || vq === null) {
       throw new Error(`Cannot start queue ${s.q} of port ${p.name}: no memory table`);
     }
-    const ring = new SplitRing({
-      mem: p.mem,
-      size: s.size,
-      desc: s.desc,
-      avail: s.avail,
-      used: s.used,
-      base: s.base,
-      indirect: s.indirect,
-      // A GSO frame may be longer than the MTU (CHECKLIST 21, 35: the parser bounds it).
-      maxReadable: s.hdrLen + Math.max(p.maxFrame, MAX_GSO_FRAME),
-      eventIdx: s.eventIdx,
-      logUsed: s.logUsed,
-    });
+    // A GSO frame may be longer than the MTU (CHECKLIST 21, 35: the parser bounds it).
+    const maxReadable = s.hdrLen + Math.max(p.maxFrame, MAX_GSO_FRAME);
+    const ring = new SplitRing(queueOptions(p.mem, s, maxReadable));
     ring.setLog(p.log);
     vq.hdrLen = s.hdrLen;
     vq.mergeable = s.mergeable;

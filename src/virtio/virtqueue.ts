@@ -15,7 +15,7 @@
 import type { GuestMemory } from "./guest_memory.ts";
 import type { SegList } from "./chain.ts";
 import type { DirtyLog } from "./dirty_log.ts";
-import type { RingPart } from "../types/queue.ts";
+import type { QueueStart, RingPart } from "../types/queue.ts";
 
 /** How to build a virtqueue: where it lives and what was negotiated for it. */
 export interface VirtqueueOptions {
@@ -37,6 +37,29 @@ export interface VirtqueueOptions {
   maxReadable: number;
   /** The used ring's log_guest_addr when VHOST_VRING_F_LOG is on, else -1 (default). */
   logUsed?: number;
+}
+
+/**
+ * The options for the queue the control plane validated in `start`, over
+ * `mem`; `maxReadable` bounds its device-readable chains.
+ */
+export function queueOptions(
+  mem: GuestMemory,
+  start: QueueStart,
+  maxReadable: number,
+): VirtqueueOptions {
+  return {
+    mem,
+    size: start.size,
+    desc: start.desc,
+    avail: start.avail,
+    used: start.used,
+    base: start.base,
+    indirect: start.indirect,
+    eventIdx: start.eventIdx,
+    maxReadable,
+    logUsed: start.logUsed,
+  };
 }
 
 /** The device side of one virtqueue. */

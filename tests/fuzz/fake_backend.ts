@@ -12,6 +12,7 @@ import { MAX_RING_SIZE } from "../../src/vhost_user/protocol.ts";
 import type { QueueStart } from "../../src/types/queue.ts";
 import { GuestMemory } from "../../src/virtio/guest_memory.ts";
 import { ringPartSizes, SplitRing } from "../../src/virtio/split_ring.ts";
+import { queueOptions } from "../../src/virtio/virtqueue.ts";
 import { describe } from "./common.ts";
 import { isOpen } from "./fds.ts";
 
@@ -144,17 +145,7 @@ export class FakeBackend implements DeviceBackend {
     const where =
       `ring ${s.q} (size ${s.size}, avail at ${s.avail.region}:${s.avail.offset}, used at ${s.used.region}:${s.used.offset})`;
     try {
-      const ring = new SplitRing({
-        mem,
-        size: s.size,
-        desc: s.desc,
-        avail: s.avail,
-        used: s.used,
-        base: s.base,
-        indirect: s.indirect,
-        maxReadable: s.hdrLen + 9018,
-        eventIdx: s.eventIdx,
-      });
+      const ring = new SplitRing(queueOptions(mem, s, s.hdrLen + 9018));
       const a = mem.u8[s.avail.region], ao = s.avail.offset + 2;
       const saved = [a[ao], a[ao + 1]];
       const marker = (s.base + 1) & 0xffff;
