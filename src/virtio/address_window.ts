@@ -231,7 +231,7 @@ export function updateWindow(ranges: readonly Range[]): boolean {
   const chunks = planChunks(ranges);
   const n = chunks.length;
   if (n > MAX_CHUNKS) {
-    info = { mode: "fallback", chunks: n, pairs: 0, reason: `${n} chunks > ${MAX_CHUNKS}` };
+    singleOverCluster(ranges, `${n} chunks > ${MAX_CHUNKS}`);
     return false;
   }
   setTables(n, ranges.length);
@@ -249,22 +249,58 @@ export function updateWindow(ranges: readonly Range[]): boolean {
   try {
     makeSlots(chunks, reason === "");
   } catch (e) {
-    // Not every mapping can be duplicated (hugetlbfs, a private mapping):
-    // each chunk then gets a view of its original mapping, and copies
-    // between chunks take the word loop.
+    // Not every mapping can be duplicated (hugetlbfs, as DPDK's virtio-user
+    // guests have; a private mapping): no pair windows, then. One window
+    // over the largest cluster of ranges that fits still serves the copies
+    // inside it (bench:loop: the generator's ports, 2 × 256 MiB of
+    // hugepages, lie together; the worker's scratch far away), and every
+    // other copy takes the word loop.
     unmapReserved();
-    win.has.fill(0);
-    win.views.fill(EMPTY);
-    for (let a = 0; a < n; a++) {
-      win.views[a * n + a] = view(chunks[a].address, chunks[a].length);
-      win.has[a * n + a] = 1;
-    }
-    reason = `Cannot duplicate a mapping: ${(e as Error).message}`;
+    singleOverCluster(ranges, `Cannot duplicate a mapping: ${(e as Error).message}`);
+    return false;
   }
   info = { mode: "chunked", chunks: n, pairs: reason === "" ? pairs : 0, reason };
   win.single = false;
   win.ranges = ranges.length;
   return reason === "";
+}
+
+/**
+ * Single mode over the cluster of `ranges` with the most bytes whose span
+ * fits WINDOW_MAX_SPAN (copies are checked by address, so ranges outside
+ * it simply get no window); `reason` says why there is nothing better.
+ */
+function singleOverCluster(ranges: readonly Range[], reason: string): void {
+  const sorted = [...ranges].sort((a, b) => a.address - b.address);
+  let best = -1, bestLo = 0, bestHi = 0, bytes = 0, first = 0;
+  for (let i = 0; i < sorted.length; i++) {
+    bytes += sorted[i].size;
+    const end = sorted[i].address + sorted[i].size;
+    while (end - sorted[first].address > WINDOW_MAX_SPAN) bytes -= sorted[first++].size;
+    if (first <= i && bytes > best) {
+      best = bytes;
+      bestLo = sorted[first].address;
+      bestHi = Math.max(...sorted.slice(first, i + 1).map((r) => r.address + r.size));
+    }
+  }
+  setTables(1, 0);
+  if (best <= 0) {
+    info = { mode: "fallback", chunks: 0, pairs: 0, reason };
+    return;
+  }
+  win.single = true;
+  win.base = bestLo;
+  win.span = bestHi - bestLo;
+  win.views[0] = view(bestLo, bestHi - bestLo);
+  win.has[0] = 1;
+  win.chunkLen[0] = bestHi - bestLo;
+  const inside = sorted.filter((r) => r.address >= bestLo && r.address + r.size <= bestHi).length;
+  info = {
+    mode: "single",
+    chunks: 1,
+    pairs: 0,
+    reason: `${reason}; one window over ${inside} of ${ranges.length} ranges`,
+  };
 }
 
 /** Unmaps every window this thread made (close). */
