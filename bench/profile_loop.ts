@@ -39,6 +39,7 @@ import {
   startVswitch,
 } from "./loop_rig.ts";
 import { type CpuProfile, formatSummary, stageShares, summarize } from "./cpuprofile.ts";
+import type { RingCounts } from "../src/switch/profile_counts.ts";
 
 const MODES = ["plain", "counts", "cpuprof", "cpuprof-noinline", "inprocess"] as const;
 type Mode = typeof MODES[number];
@@ -156,16 +157,6 @@ async function plain(c: LoopCase, dir: string) {
   }
 }
 
-interface RingCounts {
-  availReads: number;
-  availEmpty: number;
-  walks: number;
-  usedEntries: number;
-  publishes: number;
-  wantInterrupt: number;
-  notifyStores: number;
-  hist: number[];
-}
 interface CountsSnapshot {
   t: number;
   rounds: number;

@@ -25,8 +25,8 @@ export const PROFILE_COUNTS_ENV = "VSWITCH_PROFILE_COUNTS";
 /** Most frames counted in one bucket of the per-poll histogram (a burst). */
 const HIST_MAX = 64;
 
-/** Counts for one ring. */
-interface RingCounts {
+/** Counts for one ring (also the shape bench/profile_loop.ts reads back). */
+export interface RingCounts {
   /** `available()` calls: one Atomics.load of avail.idx each. */
   availReads: number;
   /** ... of which found nothing new. */
