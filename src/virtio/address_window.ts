@@ -214,13 +214,7 @@ export function updateWindow(ranges: readonly Range[]): boolean {
     if (r.address + r.size > hi) hi = r.address + r.size;
   }
   if (hi - lo <= WINDOW_MAX_SPAN && options.mode !== "chunked") {
-    setTables(1, 0);
-    win.single = true;
-    win.base = lo;
-    win.span = hi - lo;
-    win.views[0] = view(lo, hi - lo);
-    win.has[0] = 1;
-    win.chunkLen[0] = hi - lo;
+    setSingle(lo, hi);
     info = { mode: "single", chunks: 1, pairs: 0, reason: "" };
     return true;
   }
@@ -283,17 +277,12 @@ function singleOverCluster(ranges: readonly Range[], reason: string): void {
       bestHi = Math.max(...sorted.slice(first, i + 1).map((r) => r.address + r.size));
     }
   }
-  setTables(1, 0);
   if (best <= 0) {
+    setTables(1, 0);
     info = { mode: "fallback", chunks: 0, pairs: 0, reason };
     return;
   }
-  win.single = true;
-  win.base = bestLo;
-  win.span = bestHi - bestLo;
-  win.views[0] = view(bestLo, bestHi - bestLo);
-  win.has[0] = 1;
-  win.chunkLen[0] = bestHi - bestLo;
+  setSingle(bestLo, bestHi);
   const inside = sorted.filter((r) => r.address >= bestLo && r.address + r.size <= bestHi).length;
   info = {
     mode: "single",
@@ -301,6 +290,17 @@ function singleOverCluster(ranges: readonly Range[], reason: string): void {
     pairs: 0,
     reason: `${reason}; one window over ${inside} of ${ranges.length} ranges`,
   };
+}
+
+/** Single mode: one view over [lo, hi), a span that fits WINDOW_MAX_SPAN. */
+function setSingle(lo: number, hi: number): void {
+  setTables(1, 0);
+  win.single = true;
+  win.base = lo;
+  win.span = hi - lo;
+  win.views[0] = view(lo, hi - lo);
+  win.has[0] = 1;
+  win.chunkLen[0] = hi - lo;
 }
 
 /** Unmaps every window this thread made (close). */
