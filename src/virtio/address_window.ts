@@ -239,7 +239,7 @@ export function updateWindow(ranges: readonly Range[]): boolean {
   });
   for (let a = 0; a < n; a++) win.chunkLen[a] = chunks[a].length;
   const pairs = (n * (n - 1)) / 2;
-  let reason = pairs > options.maxPairs ? `${pairs} pair windows > ${options.maxPairs}` : "";
+  const reason = pairs > options.maxPairs ? `${pairs} pair windows > ${options.maxPairs}` : "";
   try {
     makeSlots(chunks, reason === "");
   } catch (e) {

@@ -203,9 +203,6 @@ export class SplitRing implements Virtqueue {
       if (idx >= tableSize) return WalkError.INDEX;
       if (++hops > tableSize) return WalkError.LOOP;
       const w = word + (idx << 2);
-      const lo = table[w];
-      const hi = table[w + 1];
-      const len = table[w + 2];
       const flagsNext = table[w + 3];
       const flags = flagsNext & 0xffff;
       if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
@@ -213,9 +210,11 @@ export class SplitRing implements Virtqueue {
         if (!this.indirect || nested || hops !== 1 || (flags & VIRTQ_DESC_F_NEXT) !== 0) {
           return WalkError.INDIRECT;
         }
+        const len = table[w + 2];
         if (len === 0 || (len & 15) !== 0 || (len >>> 4) > this.size) return WalkError.INDIRECT;
+        const hi = table[w + 1];
         if (hi >= HIGH_LIMIT) return WalkError.ADDRESS;
-        const off = mem.translate(hi * TWO32 + lo, len);
+        const off = mem.translate(hi * TWO32 + table[w], len);
         if (off < 0 || (off & 3) !== 0) return WalkError.ADDRESS;
         table = mem.u32[mem.region];
         word = off / 4;
@@ -225,25 +224,16 @@ export class SplitRing implements Virtqueue {
         nested = true;
         continue;
       }
-      if (((flags & VIRTQ_DESC_F_WRITE) !== 0) !== writable) return WalkError.DIRECTION;
-      if (len > 0) {
-        if (hi >= HIGH_LIMIT) return WalkError.ADDRESS;
-        const gpa = hi * TWO32 + lo;
-        const off = mem.translate(gpa, len);
-        if (off < 0) return WalkError.ADDRESS;
-        const r = mem.region;
-        if (!out.push(mem.u8[r], mem.u32[r], off, len, mem.base[r] + off, gpa, mem.range[r])) {
-          return WalkError.TOO_LONG;
-        }
-        if (out.total - start > limit) return WalkError.TOO_LONG;
-      }
+      const e = this.#take(table, w, flagsNext, out, writable);
+      if (e !== 0) return e;
+      if (out.total - start > limit) return WalkError.TOO_LONG;
       if ((flags & VIRTQ_DESC_F_NEXT) === 0) return out.total - start;
       idx = flagsNext >>> 16;
     }
   }
 
   // One direct descriptor (at word `w` of `table`, its flags word read already) into
-  // `out`: 0, or the WalkError the loop in `walk` would give for it.
+  // `out`: 0, or its WalkError. Each field is read once; a zero-length one adds nothing.
   #take(table: Uint32Array, w: number, flagsNext: number, out: SegList, writable: boolean): number {
     if (((flagsNext & VIRTQ_DESC_F_WRITE) !== 0) !== writable) return WalkError.DIRECTION;
     const len = table[w + 2];

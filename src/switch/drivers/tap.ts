@@ -140,17 +140,6 @@ export class TapQueue implements PortDriver {
     // Nothing to publish: every write went out when it was made.
   }
 
-  /** Frames staged for the next burst (held back). */
-  get pending(): number {
-    return this.#pending;
-  }
-
-  /** Drops the frames held back (counted as dropNoBuffer): their slots are needed. */
-  dropPending(): void {
-    this.#c[this.#port.cbase + C.dropNoBuffer] += this.#pending;
-    this.#pending = 0;
-  }
-
   /** The segment buffer, as a one-segment list of `len` bytes (len ≤ TAP_SEG_SIZE). */
   segBuffer(len: number): SegList {
     const seg = this.#seg;

@@ -74,8 +74,6 @@ export class VhostNetQueuePair implements PortDriver {
     port: DpPort,
     counters: Float64Array,
     breakPort: BreakPort,
-    /** Queue pair index (0 until multiqueue). */
-    readonly index = 0,
   ) {
     this.#port = port;
     this.#c = counters;
