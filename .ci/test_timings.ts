@@ -3,7 +3,7 @@
  * slowest tests, from the JUnit report `deno task test` writes
  * (.work/test-junit.xml), so a file that grows slow shows before CI nears
  * its 30-minute bound. Run it by hand after a test run: `deno task timings`.
- * (CI does not: the test runner's summary must be the last thing CI prints.)
+ * (CI does not: `.ci/test_summary.ts` must print the last line of a run.)
  *
  * Usage: deno run --allow-read .ci/test_timings.ts [JUNIT_XML] [TOP]
  *
@@ -12,6 +12,8 @@
  *
  * @module
  */
+
+import { parseJunit } from "./junit.ts";
 
 const path = Deno.args[0] ?? ".work/test-junit.xml";
 const top = Number(Deno.args[1] ?? 10);
@@ -24,39 +26,7 @@ try {
   Deno.exit(0);
 }
 
-const unescape = (s: string) =>
-  s.replaceAll("&gt;", ">").replaceAll("&lt;", "<").replaceAll("&quot;", '"')
-    .replaceAll("&apos;", "'").replaceAll("&amp;", "&");
-
-interface Case {
-  name: string;
-  file: string;
-  secs: number;
-  failed: boolean;
-}
-
-const cases: Case[] = [];
-const re =
-  /<testcase name="([^"]*)" classname="([^"]*)" time="([\d.]+)"[^>]*>([\s\S]*?)<\/testcase>/g;
-for (const m of xml.matchAll(re)) {
-  cases.push({
-    name: unescape(m[1]),
-    file: unescape(m[2]).replace(/^\.\//, ""),
-    secs: Number(m[3]),
-    failed: /<failure|<error/.test(m[4]),
-  });
-}
-
-// Steps are reported as "parent > step": leave them out of the sums.
-const names = new Set(cases.map((c) => `${c.file}\u0000${c.name}`));
-const isStep = (c: Case) => {
-  const parts = c.name.split(" > ");
-  for (let i = 1; i < parts.length; i++) {
-    if (names.has(`${c.file}\u0000${parts.slice(0, i).join(" > ")}`)) return true;
-  }
-  return false;
-};
-const tests = cases.filter((c) => !isStep(c));
+const tests = parseJunit(xml).filter((c) => !c.step);
 
 const files = new Map<string, { secs: number; tests: number; failed: number }>();
 for (const t of tests) {
