@@ -17,7 +17,12 @@
  * ports after its runs: every counter by name and what each port negotiated
  * (from its control API, or its `--stats` table where it has none).
  *
- * `deno task bench:iperf [vswitch|bridge|dpdk …] [--seconds 5] [--runs 3]`
+ * It also reads the CPU time of each of vswitch's threads around every run
+ * (bench/thread_times.ts) and prints the cores each thread name used: on 2
+ * cores, what the switch takes the TCG vCPUs lack.
+ *
+ * `deno task bench:iperf [vswitch|bridge|dpdk …] [--seconds 5] [--runs 3]
+ *  [--paths guest-guest,guest-host,mixed,mrg-off]`
  *
  * @module
  */
@@ -27,6 +32,7 @@ import { DEMO_PACKAGES, installPackages, say, setupHugepages } from "../src/cli/
 import { buildGuestImage, type GuestImage } from "../src/guest/image.ts";
 import { uniqueSuffix } from "../tests/helpers/env.ts";
 import { iperfFromGuest, pingUntilUp } from "../tests/helpers/iperf.ts";
+import { coresByName, threadTimes } from "./thread_times.ts";
 import {
   bridgeRig,
   Cleanup,
@@ -105,11 +111,21 @@ interface Row {
   /** Why this cell has no figures. */
   na?: string;
   errors: string[];
+  /** Cores the switch's threads used during each run, by thread name (vswitch only). */
+  switchCores?: { forward: Record<string, number>[]; reverse: Record<string, number>[] };
 }
 
-const args = parseArgs(Deno.args, { string: ["seconds", "runs"] });
+const args = parseArgs(Deno.args, { string: ["seconds", "runs", "paths"] });
 const SECONDS = Number(args.seconds ?? 5);
 const RUNS = Number(args.runs ?? 3);
+const PATH_KEYS = PATHS.map((p) => p.key);
+const chosenPaths = args.paths === undefined ? PATH_KEYS : String(args.paths).split(",");
+for (const k of chosenPaths) {
+  if (!PATH_KEYS.includes(k)) {
+    console.error(`bench:iperf: unknown path "${k}"; --paths takes ${PATH_KEYS.join(",")}`);
+    Deno.exit(2);
+  }
+}
 const chosen = (args._ as string[]).filter((a) => (SYSTEMS as readonly string[]).includes(a));
 const systems: System[] = chosen.length ? chosen as System[] : [...SYSTEMS];
 const root = new URL("..", import.meta.url).pathname;
@@ -149,8 +165,16 @@ async function measure(rig: Rig, system: System, path: PathDef, row: Row): Promi
   for (const reverse of [false, true]) {
     const into = reverse ? row.reverse : row.forward;
     try {
+      const pid = rig.switchPid;
+      const before = pid === undefined ? undefined : threadTimes(pid);
+      const t0 = performance.now();
       const r = await iperfFromGuest(client, { server, seconds: SECONDS, reverse });
       into.push(Number((r.bitsPerSecond / 1e9).toFixed(3)));
+      if (pid !== undefined && before) {
+        const cores = coresByName(before, threadTimes(pid), (performance.now() - t0) / 1000);
+        row.switchCores ??= { forward: [], reverse: [] };
+        row.switchCores[reverse ? "reverse" : "forward"].push(cores);
+      }
     } catch (e) {
       into.push(null);
       row.errors.push((e as Error).message.split("\n").slice(0, 6).join(" | "));
@@ -170,7 +194,7 @@ async function runSystem(
   report: { rows: Row[]; counters: SwitchReport | undefined; notes: string[] },
 ): Promise<void> {
   const sub = await Deno.makeTempDir({ dir, prefix: `${system}-` });
-  const paths = PATHS.filter((p) => p.systems.includes(system));
+  const paths = PATHS.filter((p) => p.systems.includes(system) && chosenPaths.includes(p.key));
   try {
     say("bench", `${system}: booting ${KINDS[system].length} guests …`);
     const rig = await RIGS[system](cleanup, sub, img, uniqueSuffix(), KINDS[system]);
@@ -253,6 +277,26 @@ function portLines(r: SwitchReport): string {
   ).join("\n");
 }
 
+/** Per vswitch row and direction: each thread name's median cores over the runs. */
+function coreLines(rows: Row[]): string {
+  const lines: string[] = [];
+  for (const r of rows) {
+    if (!r.switchCores) continue;
+    for (const dir of ["forward", "reverse"] as const) {
+      const runs = r.switchCores[dir];
+      const names = [...new Set(runs.flatMap((c) => Object.keys(c)))];
+      const med = names.map((n) => [n, median(runs.map((c) => c[n] ?? 0)) ?? 0] as const)
+        .filter(([, v]) => v >= 0.005).sort((a, b) => b[1] - a[1]);
+      const total = median(runs.map((c) => Object.values(c).reduce((t, v) => t + v, 0))) ?? 0;
+      lines.push(
+        `${r.title} ${dir === "forward" ? "A → B" : "B → A"}: total ${total.toFixed(2)}; ` +
+          med.map(([n, v]) => `${n} ${v.toFixed(2)}`).join(", "),
+      );
+    }
+  }
+  return lines.join("\n");
+}
+
 if (Deno.uid() !== 0) {
   console.error("bench:iperf needs root (TAPs, bridges, namespaces, hugepages).");
   Deno.exit(2);
@@ -328,6 +372,10 @@ if (report.counters) {
   console.log(
     `vswitch after its last round (${report.counters.source}):\n${portLines(report.counters)}\n`,
   );
+}
+const cores = coreLines(report.rows);
+if (cores) {
+  console.log(`vswitch's threads, cores used during the runs (median per name):\n${cores}\n`);
 }
 for (const n of report.notes) console.log(`note: ${n}`);
 console.log(`\n${report.machine}; ${report.seconds} s; bench/results/iperf-latest.json`);

@@ -47,6 +47,8 @@ export interface Rig {
   ns: NetNs;
   /** What the system tells about its ports after the runs (vswitch only), or undefined. */
   counters(): Promise<SwitchReport | undefined>;
+  /** The switch's own process, whose threads' CPU time is read around each run, if it has one. */
+  switchPid?: number;
   /** What was special about this setup, for the report. */
   notes: string[];
 }
@@ -261,6 +263,7 @@ export async function vswitchRig(
     guests,
     ns,
     counters: () => switchReport(cli, `${dir}/control.sock`, out),
+    switchPid: child.pid,
     notes: [
       `vswitch: src/cli/main.ts ${kinds.map((k) => `--vhost ${k}=DIR/${k}.sock`).join(" ")} ` +
       `--tap ${tap} --stats 2`,

@@ -40,6 +40,7 @@ import {
 } from "./loop_rig.ts";
 import { type CpuProfile, formatSummary, stageShares, summarize } from "./cpuprofile.ts";
 import type { RingCounts } from "../src/switch/profile_counts.ts";
+import { CLK_TCK, threadTimes } from "./thread_times.ts";
 
 const MODES = ["plain", "counts", "cpuprof", "cpuprof-noinline", "inprocess"] as const;
 type Mode = typeof MODES[number];
@@ -67,35 +68,6 @@ if (
 
 /** The measuring window inside the generator's sampling (which lasts SAMPLES × SAMPLE_MS). */
 const WINDOW_MS = SAMPLES * SAMPLE_MS - 1500;
-const CLK_TCK = 100;
-
-interface ThreadTimes {
-  name: string;
-  cpuTicks: number;
-  nonvoluntary: number;
-  voluntary: number;
-}
-
-function threads(pid: number): Map<number, ThreadTimes> {
-  const out = new Map<number, ThreadTimes>();
-  for (const e of Deno.readDirSync(`/proc/${pid}/task`)) {
-    try {
-      const stat = Deno.readTextFileSync(`/proc/${pid}/task/${e.name}/stat`);
-      const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      const status = Deno.readTextFileSync(`/proc/${pid}/task/${e.name}/status`);
-      const num = (k: string) => Number(status.match(new RegExp(`${k}:\\s+(\\d+)`))?.[1] ?? 0);
-      out.set(Number(e.name), {
-        name,
-        cpuTicks: Number(f[11]) + Number(f[12]), // utime + stime (fields 14, 15)
-        voluntary: num("voluntary_ctxt_switches"),
-        nonvoluntary: num("nonvoluntary_ctxt_switches"),
-      });
-    } catch { /* the thread ended */ }
-  }
-  return out;
-}
-
 interface PortJson {
   name: string;
   counters: Record<string, number>;
@@ -110,7 +82,7 @@ async function plain(c: LoopCase, dir: string) {
       client.request<{ rounds: number }>("GET", "/v1"),
       client.request<PortJson[]>("GET", "/v1/ports"),
     ]);
-    return { t: performance.now(), rounds: info.rounds, ports, threads: threads(backend.pid!) };
+    return { t: performance.now(), rounds: info.rounds, ports, threads: threadTimes(backend.pid!) };
   };
   try {
     const rate = await runLoop(backend, c, async () => {
