@@ -96,6 +96,21 @@ export interface VswitchOptions {
   env?: Record<string, string>;
   /** Control socket path (default: none, no control API). */
   control?: string;
+  /**
+   * Another checkout to run the switch from (bench/loop_ab.ts), with a
+   * trailing slash; default this one. A tree older than `--control` gets
+   * no such flag.
+   */
+  tree?: string;
+}
+
+/** Whether the CLI of `tree` knows `--flag` (its option list is in src/cli/args.ts). */
+function cliTakes(tree: string, flag: string): boolean {
+  try {
+    return Deno.readTextFileSync(`${tree}src/cli/args.ts`).includes(`"${flag}"`);
+  } catch {
+    return false;
+  }
 }
 
 /** vswitch on lcore 1 with one vhost-user port per socket (it listens). */
@@ -105,6 +120,7 @@ export async function startVswitch(
   opts: VswitchOptions = {},
 ): Promise<Backend> {
   const sockets = Array.from({ length: c.ports }, (_, i) => `${dir}/vs${i}.sock`);
+  const tree = opts.tree ?? root;
   const child = new Deno.Command("taskset", {
     args: [
       "-c",
@@ -113,14 +129,14 @@ export async function startVswitch(
       "run",
       "-A",
       ...(opts.denoFlags ?? []),
-      `${root}src/cli/main.ts`,
+      `${tree}src/cli/main.ts`,
       ...sockets.flatMap((s, i) => ["--vhost", `p${i}=${s}`]),
-      "--control",
-      opts.control ?? "none",
+      ...(cliTakes(tree, "control") ? ["--control", opts.control ?? "none"] : []),
       "--log-level",
       "warn",
     ],
     env: opts.env,
+    cwd: tree, // its own deno.json and lock
     stdout: "null",
     stderr: "piped",
   }).spawn();
