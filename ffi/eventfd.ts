@@ -16,12 +16,14 @@ export function eventfdCreate(initval = 0, flags = EFD_NONBLOCK | EFD_CLOEXEC): 
 // One 8-byte buffer per thread: eventfd values are exchanged as u64.
 const scratch = new Uint8Array(new ArrayBuffer(8));
 const scratchView = new DataView(scratch.buffer);
+/** The length argument of every read and write here: a BigInt made once (see libc.ts). */
+const U64_BYTES = 8n;
 
 /** Adds `n` (< 2^32) to the counter. Throws SysError on failure. */
 export function eventfdWrite(fd: number, n = 1): void {
   scratchView.setUint32(0, n >>> 0, true);
   scratchView.setUint32(4, 0, true);
-  check("write", libc.write(fd, scratch, 8), `eventfd ${fd}`);
+  check("write", libc.write(fd, scratch, U64_BYTES), `eventfd ${fd}`);
 }
 
 /**
@@ -29,7 +31,7 @@ export function eventfdWrite(fd: number, n = 1): void {
  * (EAGAIN on a non-blocking eventfd).
  */
 export function eventfdRead(fd: number): number {
-  const r = libc.read(fd, scratch, 8);
+  const r = libc.read(fd, scratch, U64_BYTES);
   if (r < 0) {
     const e = errno();
     if (e === 11 /* EAGAIN */) return 0;
@@ -45,5 +47,5 @@ export function eventfdRead(fd: number): number {
 export function eventfdSignal(fd: number): boolean {
   scratchView.setUint32(0, 1, true);
   scratchView.setUint32(4, 0, true);
-  return libc.write(fd, scratch, 8) === 8;
+  return libc.write(fd, scratch, U64_BYTES) === 8;
 }

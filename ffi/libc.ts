@@ -8,7 +8,14 @@
  *   `i32`: the value comes back in `rax` and reading `eax` is exact for every
  *   length below 2^31 and for -1. A 64-bit result would be a BigInt, an
  *   allocation per call on paths that run per batch.
- * - `size_t` parameters are `usize` and accept plain numbers.
+ * - `size_t` parameters are `usize`. Calls on the data path pass a BigInt
+ *   made once (a module constant such as `8n`, no allocation per call): V8's
+ *   fast call for a 64-bit parameter takes a BigInt, and in a Worker a
+ *   number there makes the optimized caller deoptimize ("not a BigInt")
+ *   every time it is optimized again. Seen in bench:iperf with numbers: 400
+ *   deopts of the worker's loop in one 10 s run, and V8's compiler threads
+ *   using 0.42 of a core that the TCG guests lacked. tests/ffi/fast_call_test.ts
+ *   guards it. Control-path calls may pass numbers (see `Widened`).
  * - `buffer` parameters take a Uint8Array (V8 fast call); `pointer`
  *   parameters take memory that is not a JS allocation (an mmap'd region).
  *
@@ -111,7 +118,7 @@ type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 /**
  * The symbols with 64-bit integer parameters widened to `number | bigint`:
  * Deno converts a number argument exactly (it is below 2^53 by our checks),
- * and passing numbers keeps the per-batch calls free of BigInt allocation.
+ * which suits the control path; hot calls pass BigInt constants (above).
  */
 type Widened = {
   [K in keyof Symbols]: Symbols[K] extends (...args: infer A) => infer R

@@ -34,6 +34,8 @@ import { BURST, type PortDriver } from "./port_driver.ts";
 const SLOT_SIZE = (NET_HDR_SIZE + MAX_GSO_FRAME + 3) & ~3;
 /** After the slots: 64 bytes for the headers we write, then the segment buffer. */
 const HDR_OFFSET = BURST * SLOT_SIZE;
+/** SLOT_SIZE as read(2)'s size_t argument: a BigInt made once (ffi/libc.ts says why). */
+const SLOT_BYTES = BigInt(SLOT_SIZE);
 const SEG_OFFSET = HDR_OFFSET + 64;
 /** A frame built for the TAP (a segment, or a completed checksum) fits here. */
 export const TAP_SEG_SIZE = MAX_GSO_FRAME;
@@ -100,7 +102,7 @@ export class TapQueue implements PortDriver {
     for (let reads = k; k < max && reads < max; reads++) {
       const f = burst[k];
       const slot = f.slot;
-      const n = libc.read(this.fd, this.#slots[slot], SLOT_SIZE);
+      const n = libc.read(this.fd, this.#slots[slot], SLOT_BYTES);
       if (n < 0) break; // EAGAIN: drained (other errors show up as link state)
       if (n >= SLOT_SIZE) {
         c[cb + C.dropTooBig]++; // the kernel had more than we can hold: cut short
