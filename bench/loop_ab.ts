@@ -10,7 +10,7 @@
  * REV is checked out into a temporary git worktree (removed at the end);
  * each side runs with its own deno.json and lock. Cases default to 64B-2port
  * and 1500B-2port. Prints each run, the medians and here ÷ REV; writes
- * bench/results/loop-ab-latest.json.
+ * bench/results/loop-ab-latest.json and a timestamped copy.
  *
  * @module
  */
@@ -115,14 +115,16 @@ for (const c of CASES) {
 const report = {
   date: new Date().toISOString(),
   command: `deno task bench:loop-ab ${Deno.args.join(" ")}`,
-  method: `bench:loop's rig (generator testpmd, 8 bursts, ${CASES.length} cases), vswitch only, ` +
-    `${RUNS} interleaved runs per side`,
+  method: `bench:loop's rig (generator testpmd, 8 bursts; ${CASES.map((c) => c.name).join(", ")}), ` +
+    `vswitch only, ${RUNS} interleaved runs per side`,
   load: `${loadBefore} before, ${loadAverage()} after`,
   cases: result,
 };
 const out = `${root}bench/results`;
 Deno.mkdirSync(out, { recursive: true });
-Deno.writeTextFileSync(`${out}/loop-ab-latest.json`, JSON.stringify(report, null, 2) + "\n");
+const json = JSON.stringify(report, null, 2) + "\n";
+Deno.writeTextFileSync(`${out}/loop-ab-latest.json`, json);
+Deno.writeTextFileSync(`${out}/loop-ab-${report.date.replaceAll(":", "-").slice(0, 19)}.json`, json);
 console.log(
   `\n${lines.join("\n")}\n\nload average ${report.load}; bench/results/loop-ab-latest.json`,
 );

@@ -17,7 +17,9 @@ import {
   type Op,
   type Reply,
   type Results,
+  type WindowEvent,
 } from "./dataplane_api.ts";
+import type { WindowInfo } from "../virtio/address_window.ts";
 
 const log = logger("dataplane");
 
@@ -38,6 +40,10 @@ export class Dataplane {
   #dead: Error | null = null;
   /** Called when the worker stops a port after a fault. */
   onBroken: (id: number, reason: string) => void = () => {};
+  /** Called when the worker's copy windows change; `window` holds the latest. */
+  onWindow: (info: WindowInfo) => void = () => {};
+  /** The worker's copy windows as last reported (mode "none" before the first report). */
+  window: WindowInfo = { mode: "none", chunks: 0, pairs: 0, reason: "" };
   /** Called once if the worker itself dies (nothing forwards any more). */
   onFatal: (err: Error) => void = () => {};
 
@@ -48,7 +54,8 @@ export class Dataplane {
     this.#control = new Int32Array(controlBuffer);
     this.#commandFd = eventfdCreate();
     this.#worker = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module" });
-    this.#worker.onmessage = (e: MessageEvent<Reply | BrokenEvent>) => this.#receive(e.data);
+    this.#worker.onmessage = (e: MessageEvent<Reply | BrokenEvent | WindowEvent>) =>
+      this.#receive(e.data);
     this.#worker.onerror = (e: ErrorEvent) => {
       e.preventDefault();
       this.#fail(new Error(`Dataplane worker failed: ${e.message}`));
@@ -81,9 +88,13 @@ export class Dataplane {
     this.#pending.clear();
   }
 
-  #receive(msg: Reply | BrokenEvent): void {
+  #receive(msg: Reply | BrokenEvent | WindowEvent): void {
     if ("event" in msg) {
-      this.onBroken(msg.id, msg.reason);
+      if (msg.event === "broken") this.onBroken(msg.id, msg.reason);
+      else {
+        this.window = msg.info;
+        this.onWindow(msg.info);
+      }
       return;
     }
     const p = this.#pending.get(msg.seq);

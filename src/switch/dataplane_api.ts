@@ -14,6 +14,7 @@ import type { MappedRegion } from "../types/memory.ts";
 import type { LogPlace, QueueStart } from "../types/queue.ts";
 import type { FdbEntry } from "./fdb.ts";
 import type { CaptureBuffers } from "./capture_ring.ts";
+import type { WindowInfo } from "../virtio/address_window.ts";
 
 /** Commands, by op. */
 export type Command =
@@ -107,6 +108,16 @@ export interface BrokenEvent {
   event: "broken";
   id: number;
   reason: string;
+}
+
+/**
+ * Sent by the worker when its copy windows change (a memory table, a TAP
+ * or a port came or went): what every copy between buffers goes through,
+ * and why pair windows are missing when they are (address_window.ts).
+ */
+export interface WindowEvent {
+  event: "window";
+  info: WindowInfo;
 }
 
 /** Control block slots (Int32Array over a SharedArrayBuffer). */

@@ -15,6 +15,15 @@ export type { FdbEntry };
 import { CaptureManager } from "./capture.ts";
 import { type Port, type PortOptions, TapPort, VhostPort } from "./ports.ts";
 import { featureNames } from "../virtio/features.ts";
+import type { WindowInfo } from "../virtio/address_window.ts";
+
+/** One line for the log: "chunked, 12 chunks, 66 pair windows" and why pairs are missing. */
+export function describeWindow(w: WindowInfo): string {
+  const shape = w.mode === "chunked"
+    ? `chunked, ${w.chunks} chunks, ${w.pairs} pair windows`
+    : w.mode;
+  return w.reason ? `${shape} (${w.reason})` : shape;
+}
 export type { PortOptions };
 
 const log = logger("switch");
@@ -96,6 +105,14 @@ export class Switch {
     dataplane.onFatal = (err) => this.onFatal(err);
     this.#dataplane = dataplane;
     this.capture = new CaptureManager(dataplane.capture);
+    dataplane.onWindow = (w) => {
+      // Copies outside every window take a word loop: slower, never wrong (README "Guest memory size").
+      if (w.mode === "fallback" || w.reason !== "") {
+        log.warn`Copy windows: ${
+          describeWindow(w)
+        }; copies they do not cover take the slower word loop`;
+      } else log.debug`Copy windows: ${describeWindow(w)}`;
+    };
     dataplane.onBroken = (id, reason) => {
       const port = [...this.#ports.values()].find((p) => p.id === id);
       const name = port?.name ?? `#${id}`;
@@ -268,6 +285,11 @@ export class Switch {
   /** Changes the FDB aging time. */
   async setFdbAging(seconds: number): Promise<void> {
     await this.#dataplane.request({ op: "setAging", ms: seconds * 1000 });
+  }
+
+  /** The dataplane's copy windows (address_window.ts), as its worker last reported them. */
+  get copyWindow(): WindowInfo {
+    return this.#dataplane.window;
   }
 
   /** Dataplane rounds so far (liveness). */

@@ -16,6 +16,7 @@ import { EPOLLIN } from "../../ffi/constants.ts";
 import { GuestMemory } from "../virtio/guest_memory.ts";
 import { SplitRing } from "../virtio/split_ring.ts";
 import { queueOptions } from "../virtio/virtqueue.ts";
+import { windowInfo } from "../virtio/address_window.ts";
 import { Engine } from "./engine.ts";
 import { DpPort, guestEgressCaps, guestIngressCaps, PortKind } from "./dp_port.ts";
 import { MAX_GSO_FRAME } from "./frame.ts";
@@ -33,6 +34,7 @@ import {
   type Op,
   type Reply,
   type Results,
+  type WindowEvent,
 } from "./dataplane_api.ts";
 
 /**
@@ -223,6 +225,19 @@ function execute(cmd: Command): Reply["result"] {
   return (handlers[cmd.op] as (c: Command) => Reply["result"])(cmd);
 }
 
+/** The windows last reported to the main thread (as JSON: compared on the control path only). */
+let reportedWindow = "";
+
+/** Tells the main thread when a command changed the copy windows. */
+function reportWindow(): void {
+  const info = windowInfo();
+  const text = JSON.stringify(info);
+  if (text === reportedWindow) return;
+  reportedWindow = text;
+  const ev: WindowEvent = { event: "window", info };
+  self.postMessage(ev);
+}
+
 function onBroken(p: DpPort, reason: string): void {
   // A stopped port's kicks must not wake us any more (a guest could kick forever).
   unwatchKick(p.id);
@@ -241,6 +256,7 @@ async function drainCommands(): Promise<void> {
     } catch (e) {
       reply({ seq: env.seq, ok: false, error: (e as Error).message });
     }
+    reportWindow();
   }
 }
 
@@ -286,6 +302,7 @@ async function run(): Promise<void> {
   execute(first);
   handled = 1;
   reply({ seq: first.seq, ok: true });
+  reportWindow();
   let lastWork = performance.now();
   let dense = false;
   let lastAging = lastWork;

@@ -291,6 +291,12 @@ Deno.test({
       assertMatch(bad[0].body.error, /Cannot parse the request body as JSON/);
       assertMatch(bad[2].body.error, /needs a socket path/);
       assertMatch(bad[4].body.error, /Unknown port field "colour"/);
+      // GET /v1 says what the dataplane's copies go through (two guests' memfds and the
+      // worker's own buffers: mappings that can be duplicated, so no reason to give).
+      const info = await req("GET", "/v1");
+      assertEquals(info.status, 200);
+      assert(["single", "chunked"].includes(info.body.copyWindow?.mode), JSON.stringify(info.body));
+      assertEquals(info.body.copyWindow.reason, "", JSON.stringify(info.body.copyWindow));
       client.close();
       assertMatch(await rawRequest(ctl, "GARBAGE\r\n\r\n"), /^HTTP\/1\.1 400/);
 

@@ -101,7 +101,11 @@ export async function run(argv: string[]): Promise<number> {
     try {
       control = await ControlServer.listen(controlPath, ctl, {
         reload,
-        info: () => ({ config: opts.config ?? null, metrics: metrics?.listen ?? null }),
+        info: () => ({
+          config: opts.config ?? null,
+          metrics: metrics?.listen ?? null,
+          copyWindow: sw.copyWindow,
+        }),
       });
     } catch (e) {
       if (opts.control !== undefined || config?.control !== undefined) {
