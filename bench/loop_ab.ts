@@ -115,7 +115,8 @@ for (const c of CASES) {
 const report = {
   date: new Date().toISOString(),
   command: `deno task bench:loop-ab ${Deno.args.join(" ")}`,
-  method: `bench:loop's rig (generator testpmd, 8 bursts; ${CASES.map((c) => c.name).join(", ")}), ` +
+  method:
+    `bench:loop's rig (generator testpmd, 8 bursts; ${CASES.map((c) => c.name).join(", ")}), ` +
     `vswitch only, ${RUNS} interleaved runs per side`,
   load: `${loadBefore} before, ${loadAverage()} after`,
   cases: result,
@@ -124,7 +125,10 @@ const out = `${root}bench/results`;
 Deno.mkdirSync(out, { recursive: true });
 const json = JSON.stringify(report, null, 2) + "\n";
 Deno.writeTextFileSync(`${out}/loop-ab-latest.json`, json);
-Deno.writeTextFileSync(`${out}/loop-ab-${report.date.replaceAll(":", "-").slice(0, 19)}.json`, json);
+Deno.writeTextFileSync(
+  `${out}/loop-ab-${report.date.replaceAll(":", "-").slice(0, 19)}.json`,
+  json,
+);
 console.log(
   `\n${lines.join("\n")}\n\nload average ${report.load}; bench/results/loop-ab-latest.json`,
 );

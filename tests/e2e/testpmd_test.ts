@@ -75,7 +75,9 @@ Deno.test({
     const w = sw.copyWindow;
     console.log(`copy windows: ${JSON.stringify(w)}`);
     assertEquals(w.mode, "single", JSON.stringify(w));
-    if (w.reason !== "") assertMatch(w.reason, /Cannot duplicate a mapping.*one window over \d+ of \d+ ranges/);
+    if (w.reason !== "") {
+      assertMatch(w.reason, /Cannot duplicate a mapping.*one window over \d+ of \d+ ranges/);
+    }
     // What testpmd sent on a port, the switch received from it (nothing stays in the TX ring).
     assertEquals(ours.a.rxPackets, pmd[0].txPackets);
     assertEquals(ours.b.rxPackets, pmd[1].txPackets);
