@@ -24,6 +24,7 @@ export const SHUT_RDWR = 2;
 // <asm-generic/fcntl.h>
 export const O_RDONLY = 0;
 export const O_RDWR = 2;
+export const O_CREAT = 0o100;
 export const O_NONBLOCK = 0o4000;
 export const O_CLOEXEC = 0o2000000;
 export const F_GETFL = 3;

@@ -13,6 +13,7 @@ import {
   F_GET_SEALS,
   MAP_ANONYMOUS,
   MAP_FAILED,
+  MAP_FIXED,
   MAP_NORESERVE,
   MAP_PRIVATE,
   MAP_SHARED,
@@ -157,6 +158,31 @@ export function duplicateAt(from: number, length: number, to: number): void {
       "mremap",
       errno(),
       `duplicating ${length} bytes at 0x${from.toString(16)} to 0x${to.toString(16)}`,
+    );
+  }
+}
+
+/**
+ * mmap(2) of `length` bytes of `fd` from `offset`, shared, read-write,
+ * placed exactly at `to` over whatever is mapped there (a reservation of
+ * ours): a second mapping of the same file pages, for memory that
+ * `duplicateAt` cannot duplicate (hugetlbfs, whose mremap may not grow;
+ * there `to`, `offset` and `length` must be huge-page aligned).
+ */
+export function mapFileAt(fd: number, offset: number, length: number, to: number): void {
+  const p = libc.mmap(
+    pointerAt(to),
+    length,
+    PROT_READ | PROT_WRITE,
+    MAP_SHARED | MAP_FIXED,
+    fd,
+    offset,
+  );
+  if (p === null || addressOf(p) !== to) {
+    throw new SysError(
+      "mmap",
+      errno(),
+      `mapping ${length} bytes of fd ${fd} at offset ${offset} to 0x${to.toString(16)}`,
     );
   }
 }

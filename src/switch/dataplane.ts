@@ -43,7 +43,7 @@ export class Dataplane {
   /** Called when the worker's copy windows change; `window` holds the latest. */
   onWindow: (info: WindowInfo) => void = () => {};
   /** The worker's copy windows as last reported (mode "none" before the first report). */
-  window: WindowInfo = { mode: "none", chunks: 0, pairs: 0, reason: "" };
+  window: WindowInfo = { mode: "none", chunks: 0, pairs: 0, reason: "", fromFile: 0 };
   /** Called once if the worker itself dies (nothing forwards any more). */
   onFatal: (err: Error) => void = () => {};
 

@@ -141,7 +141,12 @@ export class Engine {
       if (m === null) continue;
       for (let i = 0; i < m.count; i++) {
         m.range[i] = ranges.length;
-        ranges.push({ address: m.base[i], size: m.size[i] });
+        ranges.push({
+          address: m.base[i],
+          size: m.size[i],
+          fd: m.fd[i],
+          fileOffset: m.fileOffset[i],
+        });
       }
     }
     return updateWindow(ranges);

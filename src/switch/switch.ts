@@ -20,7 +20,8 @@ import type { WindowInfo } from "../virtio/address_window.ts";
 /** One line for the log: "chunked, 12 chunks, 66 pair windows" and why pairs are missing. */
 export function describeWindow(w: WindowInfo): string {
   const shape = w.mode === "chunked"
-    ? `chunked, ${w.chunks} chunks, ${w.pairs} pair windows`
+    ? `chunked, ${w.chunks} chunks, ${w.pairs} pair windows` +
+      (w.fromFile > 0 ? `, ${w.fromFile} chunk mappings from hugetlbfs files` : "")
     : w.mode;
   return w.reason ? `${shape} (${w.reason})` : shape;
 }

@@ -16,4 +16,12 @@ export interface MappedRegion {
   size: number;
   /** Address of the region's first byte in this process. */
   address: number;
+  /**
+   * The file it is mapped from and the offset of its first byte there, when
+   * the mapping may be made again from the file (the copy windows do so for
+   * hugetlbfs memory, which mremap cannot duplicate). The fd stays open as
+   * long as the region is mapped; absent or -1: none.
+   */
+  fd?: number;
+  fileOffset?: number;
 }

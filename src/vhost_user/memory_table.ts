@@ -250,6 +250,8 @@ export class MemoryTable {
       gpa: r.guestPhysAddr,
       size: r.size,
       address: this.#mappings[i].address + (r.mmapOffset % PAGE),
+      fd: this.#fds[i],
+      fileOffset: r.mmapOffset,
     }));
   }
 

@@ -50,13 +50,22 @@
  * through a window; making windows commits no memory. A window keeps the
  * pages it maps alive until the next rebuild, which the engine runs after
  * every memory table change and port removal (so a guest's memory is
- * released even if its table is unmapped first). hugetlbfs regions cannot be duplicated by mremap (it may not
- * grow them); with one of those nothing is duplicated (see `windowInfo`).
+ * released even if its table is unmapped first).
+ *
+ * hugetlbfs memory (QEMU guests on `/dev/hugepages`, DPDK's virtio-user)
+ * cannot be duplicated by mremap (it may not grow a hugetlbfs mapping): a
+ * chunk of such a range is mapped again from its file instead (`Range.fd`,
+ * the vhost-user region's fd, kept open by the memory table), at the
+ * offset of the chunk's first byte. That needs huge-page alignment of the
+ * file offset, the length and the place: chunk starts and spans are
+ * multiples of HUGE_PAGE, and so is every slot. A range that can be
+ * neither duplicated nor mapped from a file leaves no pair windows at all
+ * (see `windowInfo`).
  *
  * @module
  */
 
-import { duplicateAt, madvise, reserve, unmapRange } from "../../ffi/memory.ts";
+import { duplicateAt, madvise, mapFileAt, reserve, unmapRange } from "../../ffi/memory.ts";
 import { MADV_DONTDUMP } from "../../ffi/constants.ts";
 
 /** Largest span the single window may cover (offsets stay 32-bit Smis). */
@@ -68,16 +77,20 @@ const PAGE = 4096;
  * longest segment that still gets a window when it starts in the last
  * bytes of a chunk. Segments are descriptor buffers; the ones Linux and
  * DPDK post are at most 64 KiB + a header (a GSO frame in one buffer),
- * so 256 KiB leaves room; a longer buffer starting within its length of a
- * chunk's end only takes the word loop. Costs nothing but address space.
+ * so 2 MiB (one huge page, the alignment hugetlbfs chunks need) leaves
+ * room; a longer buffer starting within its length of a chunk's end only
+ * takes the word loop. Costs nothing but address space.
  */
-export const CHUNK_OVERLAP = 256 * 1024;
+export const CHUNK_OVERLAP = 2 * 1024 * 1024;
+/** hugetlbfs's page on x86-64 (2 MiB): the alignment of chunk starts, spans and slots. */
+export const HUGE_PAGE = 2 * 1024 * 1024;
 /**
- * Bytes one chunk's mapping covers: 1 GiB less a 64 KiB guard, so a pair
- * window (two of them side by side) is 2^31 - 128 KiB and every copy
- * offset, end included, stays a Smi. Page-aligned, as mremap needs.
+ * Bytes one chunk's mapping covers: 1 GiB less one huge page, so a pair
+ * window (two of them side by side) is 2^31 - 4 MiB and every copy
+ * offset, end included, stays a Smi. Huge-page aligned, as a second
+ * mapping of hugetlbfs memory needs (and page-aligned, as mremap needs).
  */
-export const CHUNK_SPAN = 2 ** 30 - 64 * 1024;
+export const CHUNK_SPAN = 2 ** 30 - HUGE_PAGE;
 /** Distance between chunk starts in a range. */
 export const CHUNK = CHUNK_SPAN - CHUNK_OVERLAP;
 /** Address space per window: room for two chunks. */
@@ -131,6 +144,10 @@ export const win = {
 export interface Range {
   address: number;
   size: number;
+  /** The file the range can be mapped from again (hugetlbfs), or absent / -1. */
+  fd?: number;
+  /** The offset in that file of the range's first byte. */
+  fileOffset?: number;
 }
 
 /** How `updateWindow` builds windows (benchmarks and tests; the switch keeps the default). */
@@ -151,6 +168,8 @@ export interface WindowInfo {
   chunks: number;
   /** Pair windows mapped. */
   pairs: number;
+  /** Chunk mappings made again from a file (hugetlbfs), not duplicated with mremap. */
+  fromFile: number;
   /** Why pairs are missing, if they are. */
   reason: string;
 }
@@ -166,7 +185,9 @@ export interface Chunk {
 }
 
 let options: Required<WindowOptions> = { mode: "auto", maxPairs: MAX_PAIR_WINDOWS };
-let info: WindowInfo = { mode: "none", chunks: 0, pairs: 0, reason: "" };
+/** Set by makeSlots: chunk mappings it made from a file. */
+let placedFromFile = 0;
+let info: WindowInfo = { mode: "none", chunks: 0, pairs: 0, reason: "", fromFile: 0 };
 /** Reservations this thread mapped (address, length), unmapped on rebuild. */
 const reserved: number[] = [];
 
@@ -215,11 +236,17 @@ export function updateWindow(ranges: readonly Range[]): boolean {
   }
   if (hi - lo <= WINDOW_MAX_SPAN && options.mode !== "chunked") {
     setSingle(lo, hi);
-    info = { mode: "single", chunks: 1, pairs: 0, reason: "" };
+    info = { mode: "single", chunks: 1, pairs: 0, reason: "", fromFile: 0 };
     return true;
   }
   if (options.mode === "legacy") {
-    info = { mode: "fallback", chunks: 0, pairs: 0, reason: "legacy mode: set(subarray())" };
+    info = {
+      mode: "fallback",
+      chunks: 0,
+      pairs: 0,
+      reason: "legacy mode: set(subarray())",
+      fromFile: 0,
+    };
     return false;
   }
   const chunks = planChunks(ranges);
@@ -241,7 +268,7 @@ export function updateWindow(ranges: readonly Range[]): boolean {
   const pairs = (n * (n - 1)) / 2;
   const reason = pairs > options.maxPairs ? `${pairs} pair windows > ${options.maxPairs}` : "";
   try {
-    makeSlots(chunks, reason === "");
+    makeSlots(chunks, ranges, reason === "");
   } catch (e) {
     // Not every mapping can be duplicated (hugetlbfs, as DPDK's virtio-user
     // guests have; a private mapping): no pair windows, then. One window
@@ -253,7 +280,13 @@ export function updateWindow(ranges: readonly Range[]): boolean {
     singleOverCluster(ranges, `Cannot duplicate a mapping: ${(e as Error).message}`);
     return false;
   }
-  info = { mode: "chunked", chunks: n, pairs: reason === "" ? pairs : 0, reason };
+  info = {
+    mode: "chunked",
+    chunks: n,
+    pairs: reason === "" ? pairs : 0,
+    reason,
+    fromFile: placedFromFile,
+  };
   win.single = false;
   win.ranges = ranges.length;
   return reason === "";
@@ -279,7 +312,7 @@ function singleOverCluster(ranges: readonly Range[], reason: string): void {
   }
   if (best <= 0) {
     setTables(1, 0);
-    info = { mode: "fallback", chunks: 0, pairs: 0, reason };
+    info = { mode: "fallback", chunks: 0, pairs: 0, reason, fromFile: 0 };
     return;
   }
   setSingle(bestLo, bestHi);
@@ -289,6 +322,7 @@ function singleOverCluster(ranges: readonly Range[], reason: string): void {
     chunks: 1,
     pairs: 0,
     reason: `${reason}; one window over ${inside} of ${ranges.length} ranges`,
+    fromFile: 0,
   };
 }
 
@@ -318,13 +352,34 @@ export function closeWindow(): void {
  * each new one, 5–20 ms apiece, so one buffer per window made 276 windows
  * take 5.2 s; one buffer takes one GC (~25 ms for 300 windows in all).
  */
-function makeSlots(chunks: Chunk[], pairs: boolean): void {
+function makeSlots(chunks: Chunk[], ranges: readonly Range[], pairs: boolean): void {
   const n = chunks.length;
   const slots = n + (pairs ? (n * (n - 1)) / 2 : 0);
-  const base = reserve(slots * SLOT);
-  reserved.push(base, slots * SLOT);
+  // One huge page more than the slots need, so that they can start huge-page aligned.
+  const whole = reserve(slots * SLOT + HUGE_PAGE);
+  reserved.push(whole, slots * SLOT + HUGE_PAGE);
+  const base = Math.ceil(whole / HUGE_PAGE) * HUGE_PAGE;
   let slot = 0;
-  const place = (c: Chunk, at: number) => duplicateAt(c.address, pageUp(c.length), at);
+  placedFromFile = 0;
+  // Ranges whose mremap failed: later chunks of them go straight to their file.
+  const noDup = new Set<number>();
+  const place = (c: Chunk, at: number) => {
+    const r = ranges[c.range];
+    if (!noDup.has(c.range)) {
+      try {
+        duplicateAt(c.address, pageUp(c.length), at);
+        return;
+      } catch (e) {
+        if (r.fd === undefined || r.fd < 0) throw e;
+        noDup.add(c.range);
+      }
+    }
+    // The chunk's first byte lies (c.address - r.address) into the range, so that far past
+    // the range's own offset in its file; c.address is page-aligned, r.address need not be.
+    const offset = (r.fileOffset ?? 0) + (c.address - r.address);
+    mapFileAt(r.fd!, offset, Math.ceil(c.length / HUGE_PAGE) * HUGE_PAGE, at);
+    placedFromFile++;
+  };
   const lens: number[] = [];
   for (let a = 0; a < n; a++) {
     place(chunks[a], base + slot * SLOT);
@@ -389,7 +444,7 @@ function release(): void {
   setTables(0, 0);
   win.base = 0;
   win.span = 0;
-  info = { mode: "none", chunks: 0, pairs: 0, reason: "" };
+  info = { mode: "none", chunks: 0, pairs: 0, reason: "", fromFile: 0 };
   unmapReserved();
 }
 

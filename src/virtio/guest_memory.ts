@@ -28,6 +28,9 @@ export class GuestMemory {
    * SplitRing.walk hands it to SegList.push.
    */
   readonly range: Int32Array;
+  /** Per region: the file it can be mapped from again (-1: none) and the offset there. */
+  readonly fd: Int32Array;
+  readonly fileOffset: Float64Array;
   /** Region of the last successful translation. */
   region = 0;
   #last = 0;
@@ -38,6 +41,8 @@ export class GuestMemory {
     this.size = new Float64Array(n);
     this.base = new Float64Array(n);
     this.range = new Int32Array(n).fill(-1);
+    this.fd = new Int32Array(n).fill(-1);
+    this.fileOffset = new Float64Array(n);
     for (let i = 0; i < n; i++) {
       const r = regions[i];
       const buf = Deno.UnsafePointerView.getArrayBuffer(
@@ -54,6 +59,8 @@ export class GuestMemory {
       this.gpa[i] = r.gpa;
       this.size[i] = r.size;
       this.base[i] = r.address;
+      this.fd[i] = r.fd ?? -1;
+      this.fileOffset[i] = r.fileOffset ?? 0;
     }
   }
 

@@ -17,11 +17,17 @@ import {
   windowInfo,
 } from "../../src/virtio/address_window.ts";
 import { copySegments, SegList, segmentChunk } from "../../src/virtio/chain.ts";
-import { mmap, munmap } from "../../ffi/memory.ts";
+import { ftruncate, mmap, munmap } from "../../ffi/memory.ts";
+import { cString, libc } from "../../ffi/libc.ts";
+import { closeFd } from "../../ffi/io.ts";
+import { requireOrSkip, uniqueSuffix } from "../helpers/env.ts";
 import {
   MAP_ANONYMOUS,
   MAP_PRIVATE,
   MAP_SHARED,
+  O_CLOEXEC,
+  O_CREAT,
+  O_RDWR,
   PROT_READ,
   PROT_WRITE,
 } from "../../ffi/constants.ts";
@@ -256,5 +262,64 @@ Deno.test("single window when the span fits: any range, no mapping made", () => 
     closeWindow();
     a.close();
     b.close();
+  }
+});
+
+Deno.test("hugetlbfs memory gets pair windows from its file; without the fd it gets none", () => {
+  // What QEMU guests on /dev/hugepages and DPDK's virtio-user hand us: mremap cannot
+  // duplicate it, so the window maps the region's fd again at the chunk's offset.
+  const why = Deno.uid() !== 0
+    ? "needs root (hugepages)"
+    : Number(Deno.readTextFileSync("/proc/meminfo").match(/HugePages_Free:\s+(\d+)/)?.[1] ?? 0) <
+        8
+    ? "needs 8 free 2 MiB hugepages"
+    : undefined;
+  if (!requireOrSkip("hugetlbfs copy windows", why)) return;
+  const path = `/dev/hugepages/vswitch-window-${uniqueSuffix()}`;
+  const rawFd = libc.open(cString(path), O_RDWR | O_CREAT | O_CLOEXEC, 0o600);
+  assert(rawFd >= 0, `open ${path}`);
+  const b = new TestMemory(64 * MIB);
+  let h: ReturnType<typeof mmap> | undefined;
+  try {
+    // 8 MiB of hugepages, the region's first byte 2 MiB into the file (as QEMU's high region
+    // of one backing file starts at its offset there).
+    ftruncate(rawFd, 10 * MIB);
+    h = mmap(rawFd, 8 * MIB, 2 * MIB);
+    const hb = new Uint8Array(h.buffer), h32 = new Uint32Array(h.buffer), hAddr = h.address;
+    configureWindow({ mode: "chunked" });
+    const ranges = [
+      { address: h.address, size: 8 * MIB, fd: rawFd, fileOffset: 2 * MIB },
+      { address: b.map.address, size: b.size },
+    ];
+    assert(updateWindow(ranges), JSON.stringify(windowInfo()));
+    assertEquals(windowInfo().pairs, 1);
+    assertEquals(windowInfo().fromFile, 2, "its own window and its half of the pair");
+    const hl = (off: number, n: number) => {
+      const l = new SegList(1);
+      l.push(hb, h32, off, n, hAddr + off, -1, 0);
+      return l;
+    };
+    for (const [hOff, bOff, n] of [[12, 5 * MIB + 3, 1514], [6 * MIB + 7, 100, 65550]]) {
+      const src = new Uint8Array(n).map((_, i) => (i * 7 + n) & 0xff);
+      hb.set(src, hOff);
+      const sl = hl(hOff, n), dl = seg(b, bOff, n, 1);
+      assert(segmentChunk(sl, 0).chunk >= 0 && segmentChunk(dl, 0).chunk >= 0, "on a window");
+      assertEquals(copySegments(dl, 0, sl, 0, n), n);
+      assertEquals(b.bytes.subarray(bOff, bOff + n), src, `huge@${hOff} → b@${bOff}`);
+      const back = fill(b, bOff, n, n + 1);
+      assertEquals(copySegments(sl, 0, dl, 0, n), n);
+      assertEquals(hb.subarray(hOff, hOff + n), back, "b → huge: the guest's own pages");
+    }
+    // Without its fd the same memory cannot be windowed twice: no pairs, and the reason.
+    assertEquals(updateWindow([{ address: h.address, size: 8 * MIB }, ranges[1]]), false);
+    assertEquals(windowInfo().pairs, 0);
+    assertMatch(windowInfo().reason, /Cannot duplicate a mapping: .*mremap/);
+  } finally {
+    closeWindow();
+    configureWindow({});
+    if (h) munmap(h);
+    b.close();
+    closeFd(rawFd);
+    Deno.removeSync(path);
   }
 });
