@@ -270,12 +270,12 @@ export function updateWindow(ranges: readonly Range[]): boolean {
   try {
     makeSlots(chunks, ranges, reason === "");
   } catch (e) {
-    // Not every mapping can be duplicated (hugetlbfs, as DPDK's virtio-user
-    // guests have; a private mapping): no pair windows, then. One window
-    // over the largest cluster of ranges that fits still serves the copies
-    // inside it (bench:loop: the generator's ports, 2 × 256 MiB of
-    // hugepages, lie together; the worker's scratch far away), and every
-    // other copy takes the word loop.
+    // Not every mapping can be made twice (a private mapping; hugetlbfs
+    // memory whose file we were not given, or at an offset that is not
+    // huge-page aligned): no pair windows, then. One window over the
+    // largest cluster of ranges that fits still serves the copies inside it
+    // (say two guests that lie together, the worker's scratch far away),
+    // and every other copy takes the word loop.
     unmapReserved();
     singleOverCluster(ranges, `Cannot duplicate a mapping: ${(e as Error).message}`);
     return false;
