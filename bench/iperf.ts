@@ -33,6 +33,7 @@ import { buildGuestImage, type GuestImage } from "../src/guest/image.ts";
 import { uniqueSuffix } from "../tests/helpers/env.ts";
 import { iperfFromGuest, pingUntilUp } from "../tests/helpers/iperf.ts";
 import { coresByName, threadTimes } from "./thread_times.ts";
+import { median } from "./stats.ts";
 import {
   bridgeRig,
   Cleanup,
@@ -132,13 +133,6 @@ const root = new URL("..", import.meta.url).pathname;
 
 function ipOf(kind: GuestKind | "host"): string {
   return kind === "host" ? HOST_IP : `10.0.0.${GUESTS[kind].n}`;
-}
-
-function median(xs: (number | null)[]): number | undefined {
-  const ok = xs.filter((x): x is number => x !== null).sort((a, b) => a - b);
-  if (!ok.length) return undefined;
-  const m = ok.length >> 1;
-  return ok.length % 2 ? ok[m] : (ok[m - 1] + ok[m]) / 2;
 }
 
 /** The row of `path` through `system`, made on first use. */

@@ -27,6 +27,7 @@ import {
   sleep,
   startVswitch,
 } from "./loop_rig.ts";
+import { median } from "./stats.ts";
 
 const args = parseArgs(Deno.args, { string: ["runs"] });
 const [rev, ...caseNames] = args._.map(String);
@@ -95,10 +96,7 @@ try {
   await Deno.remove(dir, { recursive: true }).catch(() => {});
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
+const med = (xs: number[]) => median(xs) ?? 0;
 const lines = [
   `| case | ${SIDES[0].name} Mpps | ${SIDES[1].name} Mpps | here ÷ ${commit}, medians |`,
   "|---|---|---|---|",
@@ -106,9 +104,9 @@ const lines = [
 const result: Record<string, unknown> = {};
 for (const c of CASES) {
   const [a, b] = SIDES.map((s) => rates[c.name][s.name]);
-  const ratio = median(a) > 0 ? median(b) / median(a) : NaN;
+  const ratio = med(a) > 0 ? med(b) / med(a) : NaN;
   const fmt = (xs: number[]) =>
-    `${xs.map((x) => x.toFixed(2)).join(", ")} (med ${median(xs).toFixed(2)})`;
+    `${xs.map((x) => x.toFixed(2)).join(", ")} (med ${med(xs).toFixed(2)})`;
   lines.push(`| ${c.name} | ${fmt(a)} | ${fmt(b)} | ${ratio.toFixed(2)} |`);
   result[c.name] = { [SIDES[0].name]: a, [SIDES[1].name]: b, ratio: Number(ratio.toFixed(3)) };
 }

@@ -113,6 +113,11 @@ function cliTakes(tree: string, flag: string): boolean {
   }
 }
 
+/** `taskset` arguments that run `deno run -A ARGS…` on the switch's core, lcore 1. */
+export function onSwitchCore(denoArgs: string[]): string[] {
+  return ["-c", "1", Deno.execPath(), "run", "-A", ...denoArgs];
+}
+
 /** vswitch on lcore 1 with one vhost-user port per socket (it listens). */
 export async function startVswitch(
   dir: string,
@@ -122,19 +127,14 @@ export async function startVswitch(
   const sockets = Array.from({ length: c.ports }, (_, i) => `${dir}/vs${i}.sock`);
   const tree = opts.tree ?? root;
   const child = new Deno.Command("taskset", {
-    args: [
-      "-c",
-      "1",
-      Deno.execPath(),
-      "run",
-      "-A",
+    args: onSwitchCore([
       ...(opts.denoFlags ?? []),
       `${tree}src/cli/main.ts`,
       ...sockets.flatMap((s, i) => ["--vhost", `p${i}=${s}`]),
       ...(cliTakes(tree, "control") ? ["--control", opts.control ?? "none"] : []),
       "--log-level",
       "warn",
-    ],
+    ]),
     env: opts.env,
     cwd: tree, // its own deno.json and lock
     stdout: "null",

@@ -31,6 +31,7 @@ import {
   loadAverage,
   type LoopCase,
   niceness,
+  onSwitchCore,
   root,
   runLoop,
   SAMPLE_MS,
@@ -249,17 +250,7 @@ async function cpuprof(c: LoopCase, dir: string, noInline: boolean) {
 async function inprocess(c: LoopCase, dir: string) {
   const run = async (flags: string[]) => {
     const out = await new Deno.Command("taskset", {
-      args: [
-        "-c",
-        "1",
-        Deno.execPath(),
-        "run",
-        "-A",
-        ...flags,
-        `${root}bench/heap.ts`,
-        "3000000",
-        `${c.size}`,
-      ],
+      args: onSwitchCore([...flags, `${root}bench/heap.ts`, "3000000", `${c.size}`]),
       stdout: "piped",
       stderr: "inherit",
     }).output();

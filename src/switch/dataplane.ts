@@ -19,7 +19,7 @@ import {
   type Results,
   type WindowEvent,
 } from "./dataplane_api.ts";
-import type { WindowInfo } from "../virtio/address_window.ts";
+import { NO_WINDOW, type WindowInfo } from "../virtio/address_window.ts";
 
 const log = logger("dataplane");
 
@@ -43,7 +43,7 @@ export class Dataplane {
   /** Called when the worker's copy windows change; `window` holds the latest. */
   onWindow: (info: WindowInfo) => void = () => {};
   /** The worker's copy windows as last reported (mode "none" before the first report). */
-  window: WindowInfo = { mode: "none", chunks: 0, pairs: 0, reason: "", fromFile: 0 };
+  window: Readonly<WindowInfo> = NO_WINDOW;
   /** Called once if the worker itself dies (nothing forwards any more). */
   onFatal: (err: Error) => void = () => {};
 

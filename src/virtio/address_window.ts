@@ -184,10 +184,17 @@ export interface Chunk {
   length: number;
 }
 
+/** No windows (before the first rebuild, and after `closeWindow`). */
+export const NO_WINDOW: Readonly<WindowInfo> = {
+  mode: "none",
+  chunks: 0,
+  pairs: 0,
+  fromFile: 0,
+  reason: "",
+};
+
 let options: Required<WindowOptions> = { mode: "auto", maxPairs: MAX_PAIR_WINDOWS };
-/** Set by makeSlots: chunk mappings it made from a file. */
-let placedFromFile = 0;
-let info: WindowInfo = { mode: "none", chunks: 0, pairs: 0, reason: "", fromFile: 0 };
+let info: Readonly<WindowInfo> = NO_WINDOW;
 /** Reservations this thread mapped (address, length), unmapped on rebuild. */
 const reserved: number[] = [];
 
@@ -236,17 +243,11 @@ export function updateWindow(ranges: readonly Range[]): boolean {
   }
   if (hi - lo <= WINDOW_MAX_SPAN && options.mode !== "chunked") {
     setSingle(lo, hi);
-    info = { mode: "single", chunks: 1, pairs: 0, reason: "", fromFile: 0 };
+    info = { ...NO_WINDOW, mode: "single", chunks: 1 };
     return true;
   }
   if (options.mode === "legacy") {
-    info = {
-      mode: "fallback",
-      chunks: 0,
-      pairs: 0,
-      reason: "legacy mode: set(subarray())",
-      fromFile: 0,
-    };
+    info = { ...NO_WINDOW, mode: "fallback", reason: "legacy mode: set(subarray())" };
     return false;
   }
   const chunks = planChunks(ranges);
@@ -267,8 +268,9 @@ export function updateWindow(ranges: readonly Range[]): boolean {
   for (let a = 0; a < n; a++) win.chunkLen[a] = chunks[a].length;
   const pairs = (n * (n - 1)) / 2;
   const reason = pairs > options.maxPairs ? `${pairs} pair windows > ${options.maxPairs}` : "";
+  let fromFile: number;
   try {
-    makeSlots(chunks, ranges, reason === "");
+    fromFile = makeSlots(chunks, ranges, reason === "");
   } catch (e) {
     // Not every mapping can be made twice (a private mapping; hugetlbfs
     // memory whose file we were not given, or at an offset that is not
@@ -280,13 +282,7 @@ export function updateWindow(ranges: readonly Range[]): boolean {
     singleOverCluster(ranges, `Cannot duplicate a mapping: ${(e as Error).message}`);
     return false;
   }
-  info = {
-    mode: "chunked",
-    chunks: n,
-    pairs: reason === "" ? pairs : 0,
-    reason,
-    fromFile: placedFromFile,
-  };
+  info = { mode: "chunked", chunks: n, pairs: reason === "" ? pairs : 0, fromFile, reason };
   win.single = false;
   win.ranges = ranges.length;
   return reason === "";
@@ -312,17 +308,16 @@ function singleOverCluster(ranges: readonly Range[], reason: string): void {
   }
   if (best <= 0) {
     setTables(1, 0);
-    info = { mode: "fallback", chunks: 0, pairs: 0, reason, fromFile: 0 };
+    info = { ...NO_WINDOW, mode: "fallback", reason };
     return;
   }
   setSingle(bestLo, bestHi);
   const inside = sorted.filter((r) => r.address >= bestLo && r.address + r.size <= bestHi).length;
   info = {
+    ...NO_WINDOW,
     mode: "single",
     chunks: 1,
-    pairs: 0,
     reason: `${reason}; one window over ${inside} of ${ranges.length} ranges`,
-    fromFile: 0,
   };
 }
 
@@ -351,8 +346,9 @@ export function closeWindow(): void {
  * external memory and runs a full GC ("external memory pressure") for
  * each new one, 5–20 ms apiece, so one buffer per window made 276 windows
  * take 5.2 s; one buffer takes one GC (~25 ms for 300 windows in all).
+ * Returns how many chunk mappings it made from a file (hugetlbfs).
  */
-function makeSlots(chunks: Chunk[], ranges: readonly Range[], pairs: boolean): void {
+function makeSlots(chunks: Chunk[], ranges: readonly Range[], pairs: boolean): number {
   const n = chunks.length;
   const slots = n + (pairs ? (n * (n - 1)) / 2 : 0);
   // One huge page more than the slots need, so that they can start huge-page aligned.
@@ -360,7 +356,7 @@ function makeSlots(chunks: Chunk[], ranges: readonly Range[], pairs: boolean): v
   reserved.push(whole, slots * SLOT + HUGE_PAGE);
   const base = Math.ceil(whole / HUGE_PAGE) * HUGE_PAGE;
   let slot = 0;
-  placedFromFile = 0;
+  let fromFile = 0;
   // Ranges whose mremap failed: later chunks of them go straight to their file.
   const noDup = new Set<number>();
   const place = (c: Chunk, at: number) => {
@@ -378,7 +374,7 @@ function makeSlots(chunks: Chunk[], ranges: readonly Range[], pairs: boolean): v
     // the range's own offset in its file; c.address is page-aligned, r.address need not be.
     const offset = (r.fileOffset ?? 0) + (c.address - r.address);
     mapFileAt(r.fd!, offset, Math.ceil(c.length / HUGE_PAGE) * HUGE_PAGE, at);
-    placedFromFile++;
+    fromFile++;
   };
   const lens: number[] = [];
   for (let a = 0; a < n; a++) {
@@ -409,7 +405,7 @@ function makeSlots(chunks: Chunk[], ranges: readonly Range[], pairs: boolean): v
     win.views[a * n + a] = new Uint8Array(buf, slot * SLOT, lens[slot]);
     win.has[a * n + a] = 1;
   }
-  if (!pairs) return;
+  if (!pairs) return fromFile;
   for (let a = 0; a < n; a++) {
     for (let b = a + 1; b < n; b++, slot++) {
       const v = new Uint8Array(buf, slot * SLOT, lens[slot]);
@@ -421,6 +417,7 @@ function makeSlots(chunks: Chunk[], ranges: readonly Range[], pairs: boolean): v
       win.has[b * n + a] = 1;
     }
   }
+  return fromFile;
 }
 
 // Fresh tables for `n` chunks and `ranges` ranges, nothing windowed yet.
@@ -444,7 +441,7 @@ function release(): void {
   setTables(0, 0);
   win.base = 0;
   win.span = 0;
-  info = { mode: "none", chunks: 0, pairs: 0, reason: "", fromFile: 0 };
+  info = NO_WINDOW;
   unmapReserved();
 }
 

@@ -3,7 +3,7 @@
  * implementation) through the switch, and a malformed message on a third
  * port that must not disturb that traffic.
  */
-import { assert, assertEquals, assertMatch } from "@std/assert";
+import { assert, assertEquals } from "@std/assert";
 import { Switch } from "../../mod.ts";
 import { connectUnix, MessageIo } from "../../ffi/socket.ts";
 import { closeFd } from "../../ffi/io.ts";
