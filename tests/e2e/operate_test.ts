@@ -12,6 +12,7 @@ import { guestImage, testGuest } from "../helpers/guests.ts";
 import { requireOrSkip } from "../helpers/env.ts";
 import { SwitchProcess } from "../helpers/switch_process.ts";
 import { vswitchCommand, vswitchOk } from "../helpers/vswitch_cli.ts";
+import { tsharkFields } from "../helpers/capture.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
@@ -45,28 +46,6 @@ function received(out: string): [number, number] {
   const m = out.match(/(\d+) packets transmitted, (\d+) (?:packets )?received/);
   if (!m) throw new Error(`No ping summary in:\n${out}`);
   return [Number(m[1]), Number(m[2])];
-}
-
-/** tshark's fields of a capture file, one array per packet. */
-async function tshark(file: string, filter: string, fields: string[]): Promise<string[][]> {
-  const out = await new Deno.Command("tshark", {
-    args: [
-      "-r",
-      file,
-      "-Y",
-      filter,
-      "-T",
-      "fields",
-      "-E",
-      "separator=|",
-      ...fields.flatMap((f) => ["-e", f]),
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout);
-  if (!out.success) throw new Error(`tshark -r ${file}: ${new TextDecoder().decode(out.stderr)}`);
-  return text.trim() === "" ? [] : text.trim().split("\n").map((l) => l.split("|"));
 }
 
 /** Starts `vswitch capture ARGS` and resolves once the switch reports it running. */
@@ -123,12 +102,12 @@ Deno.test({
       new TextDecoder().decode(done1.stdout),
       /\d+ frames captured to .*vm1\.pcapng, 0 dropped/,
     );
-    const icmp = await tshark(pings, "icmp", [
+    const icmp = await tsharkFields(pings, [
       "frame.packet_flags_direction",
       "icmp.type",
       "ip.src",
       "frame.comment",
-    ]);
+    ], { filter: "icmp" });
     const requests = icmp.filter((r) => r[1] === "8");
     const replies = icmp.filter((r) => r[1] === "0");
     assertEquals(requests.length, 3, `echo requests in ${JSON.stringify(icmp)}`);
@@ -151,12 +130,12 @@ Deno.test({
     assertEquals(perf.code, 0, `iperf3:\n${perf.output}`);
     const done2 = await cap2.output();
     assertMatch(new TextDecoder().decode(done2.stdout), /400 frames captured/);
-    const tcp = await tshark(bulk, "tcp.port == 5201", [
+    const tcp = await tsharkFields(bulk, [
       "frame.packet_flags_direction",
       "tcp.dstport",
       "frame.len",
       "frame.comment",
-    ]);
+    ], { filter: "tcp.port == 5201" });
     assert(tcp.length >= 100, `iperf3 segments captured: ${tcp.length}`);
     for (const r of tcp) {
       assertEquals(

@@ -23,6 +23,7 @@ import {
   writeSegment,
 } from "../../src/net/segment.ts";
 import { NetHeader } from "../../src/virtio/net_header.ts";
+import { tsharkFields } from "../helpers/capture.ts";
 import type { SegList } from "../../src/virtio/chain.ts";
 import {
   Arena,
@@ -372,38 +373,16 @@ Deno.test("tshark finds every IPv4, TCP and UDP checksum of the segments good", 
   const file = await Deno.makeTempFile({ suffix: ".pcap" });
   try {
     await Deno.writeFile(file, pcap(frames));
-    const out = await new Deno.Command("tshark", {
-      args: [
-        "-r",
-        file,
-        "-n",
-        "-o",
-        "ip.check_checksum:TRUE",
-        "-o",
-        "tcp.check_checksum:TRUE",
-        "-o",
-        "udp.check_checksum:TRUE",
-        "-T",
-        "fields",
-        "-E",
-        "separator=,",
-        "-e",
-        "frame.number",
-        "-e",
-        "ip.checksum.status",
-        "-e",
-        "tcp.checksum.status",
-        "-e",
-        "udp.checksum.status",
-        "-e",
-        "_ws.expert.message",
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const text = new TextDecoder().decode(out.stdout);
-    assert(out.success, new TextDecoder().decode(out.stderr));
-    const lines = text.trim().split("\n");
+    const lines = (await tsharkFields(file, [
+      "frame.number",
+      "ip.checksum.status",
+      "tcp.checksum.status",
+      "udp.checksum.status",
+      "_ws.expert.message",
+    ], {
+      prefs: ["ip.check_checksum:TRUE", "tcp.check_checksum:TRUE", "udp.check_checksum:TRUE"],
+      separator: ",",
+    })).map((r) => r.join(","));
     assertEquals(lines.length, frames.length);
     let l4Checked = 0;
     for (const line of lines) {

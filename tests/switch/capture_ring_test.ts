@@ -16,6 +16,7 @@ import {
 } from "../../src/switch/capture_ring.ts";
 import { CaptureManager } from "../../src/switch/capture.ts";
 import { hasCommand, requireOrSkip } from "../helpers/env.ts";
+import { tsharkFields } from "../helpers/capture.ts";
 
 /** An Ethernet + IPv4 + ICMP echo request from 10.0.0.1 to 10.0.0.2, correct checksums. */
 export function icmpFrame(seq: number, payload = 56): Uint8Array {
@@ -166,29 +167,12 @@ Deno.test("capture manager writes pcapng that tshark reads: direction, ICMP, vir
   assertEquals(status.written, 6);
   assertEquals(status.state, "done");
   assertEquals(prod.flags[2], 0, "flag off after count frames");
-  const out = await new Deno.Command("tshark", {
-    args: [
-      "-r",
-      file,
-      "-T",
-      "fields",
-      "-E",
-      "separator=|",
-      "-e",
-      "frame.packet_flags_direction",
-      "-e",
-      "icmp.seq",
-      "-e",
-      "frame.comment",
-      "-e",
-      "frame.interface_name",
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout);
-  assert(out.success, new TextDecoder().decode(out.stderr));
-  const rows = text.trim().split("\n").map((l) => l.split("|"));
+  const rows = await tsharkFields(file, [
+    "frame.packet_flags_direction",
+    "icmp.seq",
+    "frame.comment",
+    "frame.interface_name",
+  ]);
   assertEquals(rows.length, 6);
   for (const [i, r] of rows.entries()) {
     assertEquals(Number(r[0]), i % 2 === 0 ? 1 : 2, `direction of frame ${i}: ${r}`);
