@@ -1,4 +1,5 @@
 /** `deno task bench:idle` (as root): four idle QEMU guests on the switch (run as its own process); prints the switch's CPU use over 20 s. */
+import { v8FlagsArg } from "../src/switch/v8_flags.ts";
 import { buildGuestImage } from "../src/guest/image.ts";
 import { QemuGuest } from "../src/guest/qemu.ts";
 const image = await buildGuestImage(new URL("../.work/guest", import.meta.url).pathname);
@@ -7,6 +8,7 @@ const sw = new Deno.Command(Deno.execPath(), {
   args: [
     "run",
     "-A",
+    v8FlagsArg(),
     new URL("../src/cli/main.ts", import.meta.url).pathname,
     ...[1, 2, 3, 4].flatMap((i) => ["--vhost", `vm${i}=${dir}/vm${i}.sock`]),
     "--log-level",

@@ -20,6 +20,7 @@ import { sh } from "../tests/helpers/env.ts";
 import { NetNs } from "../tests/helpers/netns.ts";
 import { Testpmd } from "../tests/helpers/dpdk.ts";
 import { iperfServerInGuest } from "../tests/helpers/iperf.ts";
+import { v8FlagsArg } from "../src/switch/v8_flags.ts";
 
 /** The host stack's address (in the namespace). */
 export const HOST_IP = "10.0.0.254";
@@ -219,6 +220,7 @@ export async function vswitchRig(
     args: [
       "run",
       ...startPermissions(),
+      v8FlagsArg(),
       cli,
       ...kinds.flatMap((k) => ["--vhost", `${k}=${dir}/${k}.sock`]),
       "--tap",

@@ -19,6 +19,7 @@
  */
 
 import { portMac, Testpmd } from "../tests/helpers/dpdk.ts";
+import { withV8Flags } from "../src/switch/v8_flags.ts";
 
 /** How the generator's ports forward to each other. */
 export type Topology = "ring" | "pairs";
@@ -115,7 +116,7 @@ function cliTakes(tree: string, flag: string): boolean {
 
 /** `taskset` arguments that run `deno run -A ARGS…` on the switch's core, lcore 1. */
 export function onSwitchCore(denoArgs: string[]): string[] {
-  return ["-c", "1", Deno.execPath(), "run", "-A", ...denoArgs];
+  return ["-c", "1", Deno.execPath(), "run", "-A", ...withV8Flags(denoArgs)];
 }
 
 /** vswitch on lcore 1 with one vhost-user port per socket (it listens). */

@@ -24,6 +24,7 @@
  */
 
 import { parseArgs } from "@std/cli/parse-args";
+import { v8FlagsArg } from "../src/switch/v8_flags.ts";
 
 const args = parseArgs(Deno.args, { string: ["frames", "runs"] });
 const FRAMES = Number(args.frames ?? 2_000_000);
@@ -50,6 +51,7 @@ async function once(guests: number, mem: string, size: number, window: string): 
     args: [
       "run",
       "-A",
+      v8FlagsArg(),
       heap,
       `${FRAMES}`,
       `${size}`,

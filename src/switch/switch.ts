@@ -9,6 +9,7 @@
 import { logger } from "../log.ts";
 import { Reactor } from "../vhost_user/reactor.ts";
 import { Dataplane } from "./dataplane.ts";
+import { missingV8Flags, v8FlagsArg } from "./v8_flags.ts";
 import { type CounterName, MAX_PORTS, readCounters } from "./counters.ts";
 import type { FdbEntry } from "./fdb.ts";
 export type { FdbEntry };
@@ -131,6 +132,15 @@ export class Switch {
   /** Starts the dataplane worker. */
   static async create(options: SwitchOptions = {}): Promise<Switch> {
     const aging = (options.fdbAgingSeconds ?? 300) * 1000;
+    const missing = missingV8Flags();
+    if (missing.length > 0) {
+      // Not an error: it forwards the same frames, with more CPU per frame (v8_flags.ts).
+      log.warn`Started without the V8 flags the dataplane is tuned for (${
+        missing.join(
+          " ",
+        )
+      }); frames cost more CPU. Run it through a deno.json task, or add ${v8FlagsArg()}`;
+    }
     return new Switch(await Dataplane.start(aging));
   }
 

@@ -4,6 +4,7 @@
  */
 import { assert, assertEquals } from "@std/assert";
 import { needRoot, requireOrSkip, uniqueSuffix } from "../helpers/env.ts";
+import { v8FlagsArg } from "../../src/switch/v8_flags.ts";
 
 function exists(path: string): boolean {
   try {
@@ -26,6 +27,7 @@ Deno.test({
       args: [
         "run",
         "-A",
+        v8FlagsArg(),
         new URL("../../src/cli/main.ts", import.meta.url).pathname,
         "--vhost",
         `a=${dir}/a.sock`,

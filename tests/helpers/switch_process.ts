@@ -10,6 +10,7 @@
  */
 
 import type { PortStats } from "../../mod.ts";
+import { withV8Flags } from "../../src/switch/v8_flags.ts";
 import { fdTargets, mapsInode, mapsLines, windowMappings } from "./procfs.ts";
 
 /** One LogTape JSON-lines record. */
@@ -56,7 +57,7 @@ export class SwitchProcess {
 
   static async #spawn(args: string[], cliMode: boolean): Promise<SwitchProcess> {
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", ...args],
+      args: ["run", "-A", ...withV8Flags(args)],
       // Deno's update check opens a socketpair and DNS sockets of its own a moment after
       // start: fd counts of the switch would flicker. An appliance should not phone home.
       env: { DENO_NO_UPDATE_CHECK: "1" },

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { v8FlagsArg } from "../../src/switch/v8_flags.ts";
+
 const MAIN = new URL("../../src/cli/main.ts", import.meta.url).pathname;
 const BINARY = new URL("../../.work/bin/vswitch", import.meta.url).pathname;
 
@@ -14,7 +16,7 @@ export function vswitchCommand(): string[] {
   try {
     if (Deno.statSync(BINARY).isFile) return [BINARY];
   } catch { /* not compiled */ }
-  return [Deno.execPath(), "run", "-A", MAIN];
+  return [Deno.execPath(), "run", "-A", v8FlagsArg(), MAIN];
 }
 
 /** What one `vswitch` run printed. */

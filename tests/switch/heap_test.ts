@@ -11,6 +11,7 @@
  * stopped seeing allocations would fail here.
  */
 import { assert } from "@std/assert";
+import { v8FlagsArg } from "../../src/switch/v8_flags.ts";
 
 interface HeapResult {
   frames: number;
@@ -24,7 +25,7 @@ async function heapRun(size: number, extra: string[] = []): Promise<HeapResult> 
     args: [
       "run",
       "-A",
-      "--v8-flags=--min-semi-space-size=128,--max-semi-space-size=128",
+      v8FlagsArg("--min-semi-space-size=128", "--max-semi-space-size=128"),
       new URL("../../bench/heap.ts", import.meta.url).pathname,
       "1000000",
       `${size}`,
