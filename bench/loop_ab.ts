@@ -63,9 +63,19 @@ if (
 const dir = await Deno.makeTempDir({ prefix: "vswitch-loop-ab-" });
 const old = `${dir}/tree/`;
 await sh("git", "-C", root, "worktree", "add", "--detach", old, commit);
-const SIDES = [{ name: commit, tree: old }, {
+// Each side runs as its own tasks ran it: with the dataplane's V8 flags only
+// where the tree has them (src/switch/v8_flags.ts).
+const tuned = (tree: string) => {
+  try {
+    return Deno.statSync(`${tree}src/switch/v8_flags.ts`).isFile;
+  } catch {
+    return false;
+  }
+};
+const SIDES = [{ name: commit, tree: old, tuned: tuned(old) }, {
   name: `HEAD ${here}${dirty ? "+" : ""}`,
   tree: root,
+  tuned: tuned(root),
 }];
 const loadBefore = loadAverage();
 const rates: Record<string, Record<string, number[]>> = {};
@@ -74,7 +84,7 @@ try {
     for (const c of CASES) {
       for (const side of SIDES) {
         const once = async () => {
-          const backend = await startVswitch(dir, c, { tree: side.tree });
+          const backend = await startVswitch(dir, c, { tree: side.tree, tuned: side.tuned });
           try {
             return await runLoop(backend, c);
           } finally {
@@ -115,7 +125,8 @@ const report = {
   command: `deno task bench:loop-ab ${Deno.args.join(" ")}`,
   method:
     `bench:loop's rig (generator testpmd, 8 bursts; ${CASES.map((c) => c.name).join(", ")}), ` +
-    `vswitch only, ${RUNS} interleaved runs per side`,
+    `vswitch only, ${RUNS} interleaved runs per side; dataplane V8 flags: ` +
+    SIDES.map((s) => `${s.name} ${s.tuned ? "on" : "off"}`).join(", "),
   load: `${loadBefore} before, ${loadAverage()} after`,
   cases: result,
 };

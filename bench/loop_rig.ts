@@ -93,6 +93,11 @@ export interface Backend {
 export interface VswitchOptions {
   /** Deno flags before the script (e.g. --cpu-prof). */
   denoFlags?: string[];
+  /**
+   * The dataplane's V8 flags (default true). bench/loop_ab.ts runs an older
+   * tree the way that tree's own tasks ran it: without them if it predates them.
+   */
+  tuned?: boolean;
   /** Environment for the switch process (e.g. VSWITCH_PROFILE_COUNTS). */
   env?: Record<string, string>;
   /** Control socket path (default: none, no control API). */
@@ -114,9 +119,13 @@ function cliTakes(tree: string, flag: string): boolean {
   }
 }
 
-/** `taskset` arguments that run `deno run -A ARGS…` on the switch's core, lcore 1. */
-export function onSwitchCore(denoArgs: string[]): string[] {
-  return ["-c", "1", Deno.execPath(), "run", "-A", ...withV8Flags(denoArgs)];
+/**
+ * `taskset` arguments that run `deno run -A ARGS…` on the switch's core,
+ * lcore 1, with the dataplane's V8 flags (src/switch/v8_flags.ts) unless
+ * `tuned` is false.
+ */
+export function onSwitchCore(denoArgs: string[], tuned = true): string[] {
+  return ["-c", "1", Deno.execPath(), "run", "-A", ...(tuned ? withV8Flags(denoArgs) : denoArgs)];
 }
 
 /** vswitch on lcore 1 with one vhost-user port per socket (it listens). */
@@ -135,7 +144,7 @@ export async function startVswitch(
       ...(cliTakes(tree, "control") ? ["--control", opts.control ?? "none"] : []),
       "--log-level",
       "warn",
-    ]),
+    ], opts.tuned ?? true),
     env: opts.env,
     cwd: tree, // its own deno.json and lock
     stdout: "null",
