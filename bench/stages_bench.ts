@@ -268,7 +268,7 @@ for (const size of [64, 1500]) {
         });
       }
       rx.post(BURST);
-      for (let k = 0; k < BURST; k++) egress.deliver(q, burst[k]);
+      for (let k = 0; k < BURST; k++) egress.deliver(q, burst[k], false);
       sink += rx.ring.publish() ? 1 : 0;
     },
   });

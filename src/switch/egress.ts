@@ -36,7 +36,7 @@ import {
 import { C } from "./counters.ts";
 import type { DpPort } from "./dp_port.ts";
 import type { Frame } from "./frame.ts";
-import { ACQUIRE_HELD, type VhostNetQueuePair } from "./drivers/vhost_net.ts";
+import { ACQUIRE_HELD } from "./drivers/vhost_net.ts";
 import { TAP_SEG_SIZE } from "./drivers/tap.ts";
 
 /** TCP: the checksum field's offset in its header; UDP's. */
@@ -53,46 +53,35 @@ export class Egress {
   }
 
   /**
-   * Set by the engine before `deliver`: a guest with no RX buffer for this
-   * frame may hold it back (see engine.ts, HOLD_MS) instead of dropping it.
-   */
-  holdOk = false;
-  /** Set by `deliver`: the frame was held back, nothing of it was written or counted. */
-  held = false;
-  // No RX chain of this frame taken yet (a hold is only possible before the first).
-  #first = true;
-
-  /**
    * Delivers `f` to `q`: as it is when `q` can take it, else through the
-   * software fallback. Counts every outcome on `q`.
+   * software fallback. Counts every outcome on `q`. With `holdOk`, a guest
+   * with no RX buffer for the frame makes it wait (see engine.ts, HOLD_MS)
+   * instead of dropping it: then nothing of it was written or counted, and
+   * the answer is true (held). The state goes in and out as an argument and
+   * the answer, not as fields: stores of every frame to objects this hot
+   * measured dearer than they look (engine.ts #unicast).
    */
-  deliver(q: DpPort, f: Frame): void {
-    this.held = false;
-    this.#first = true;
+  deliver(q: DpPort, f: Frame, holdOk: boolean): boolean {
     const len = f.len;
     if (!f.offload) {
       if (len > q.maxFrame) {
         this.#c[q.cbase + C.dropTooBig]++;
-        return;
+        return false;
       }
       // The kernel's word that the checksum is good goes on to guests that may hear it.
       const flags = f.dataValid && (q.egressCaps & OFFLOAD_CSUM) !== 0
         ? VIRTIO_NET_HDR_F_DATA_VALID
         : 0;
-      this.#whole(q, f, flags, 0, 0, 0, 0, 0);
-      return;
+      return this.#whole(q, f, flags, 0, 0, 0, 0, 0, holdOk);
     }
     const h = f.hdr;
     const action = egressAction(h, f.pkt, q.egressCaps);
-    if (action === EgressAction.SEGMENT) {
-      this.#segment(q, f);
-      return;
-    }
+    if (action === EgressAction.SEGMENT) return this.#segment(q, f, holdOk);
     // A checksum-only frame is a plain frame in size; a GSO frame passed whole is bounded
     // by its IP length (the parser checked it) and its segments by gso_size.
     if (h.gsoType === 0 && len > q.maxFrame) {
       this.#c[q.cbase + C.dropTooBig]++;
-      return;
+      return false;
     }
     if (action === EgressAction.PASS) {
       // Rebuilt from validated values (item 39): flags are NEEDS_CSUM only (ingress.ts), and
@@ -101,10 +90,19 @@ export class Egress {
       const gso = h.gsoType !== 0;
       const hdrLen = gso ? f.pkt.payloadOff : 0;
       const gsoSize = gso ? h.gsoSize : 0;
-      this.#whole(q, f, h.flags, h.gsoType, hdrLen, gsoSize, h.csumStart, h.csumOffset);
-    } else {
-      this.#completed(q, f);
+      return this.#whole(
+        q,
+        f,
+        h.flags,
+        h.gsoType,
+        hdrLen,
+        gsoSize,
+        h.csumStart,
+        h.csumOffset,
+        holdOk,
+      );
     }
+    return this.#completed(q, f, holdOk);
   }
 
   // The frame whole, with the header values given (validated or our own). A GSO frame's
@@ -120,7 +118,8 @@ export class Egress {
     gsoSize: number,
     csumStart: number,
     csumOffset: number,
-  ): void {
+    holdOk: boolean,
+  ): boolean {
     const len = f.len;
     const head = gsoType !== 0 ? hdrLen : 0;
     // The virtio-net header as three little-endian words (§5.1.6), packed once for either kind.
@@ -130,8 +129,8 @@ export class Egress {
     if (vq !== null) {
       const hl = vq.hdrLen;
       const need = hl + len;
-      const chains = this.#acquire(vq, need);
-      if (chains < 0) return;
+      const chains = vq.acquire(need, holdOk);
+      if (chains < 0) return chains === ACQUIRE_HELD;
       const dst = vq.dst;
       vq.writeHeader(chains, w0, w1, csumOffset);
       if (head > 0) writeBytes(dst, hl, f.headers, head);
@@ -141,20 +140,21 @@ export class Egress {
       q.tap === null ||
       !q.tap.write(f.segs, f.pos, len, w0, w1, csumOffset, head > 0 ? f.headers : null, head)
     ) {
-      return;
+      return false;
     }
     this.#c[q.cbase + C.txPackets]++;
     this.#c[q.cbase + C.txBytes] += len;
+    return false;
   }
 
   // NEEDS_CSUM for a port without checksum offload: copy, then complete in its buffers.
-  #completed(q: DpPort, f: Frame): void {
+  #completed(q: DpPort, f: Frame, holdOk: boolean): boolean {
     const len = f.len, h = f.hdr;
     const vq = q.vq, tap = q.tap;
     if (vq !== null) {
       const need = vq.hdrLen + len;
-      const chains = this.#acquire(vq, need);
-      if (chains < 0) return;
+      const chains = vq.acquire(need, holdOk);
+      if (chains < 0) return chains === ACQUIRE_HELD;
       vq.writeHeader(chains, 0, 0, 0);
       copySegments(vq.dst, vq.hdrLen, f.segs, f.pos, len);
       completeChecksum(vq.dst, vq.hdrLen, len, h.csumStart, h.csumOffset);
@@ -162,36 +162,34 @@ export class Egress {
     } else if (tap !== null) {
       if (len > TAP_SEG_SIZE) {
         this.#c[q.cbase + C.dropTooBig]++;
-        return;
+        return false;
       }
       const seg = tap.segBuffer(len);
       copySegments(seg, 0, f.segs, f.pos, len);
       completeChecksum(seg, 0, len, h.csumStart, h.csumOffset);
-      if (!tap.write(seg, 0, len, 0, 0, 0, null, 0)) return;
+      if (!tap.write(seg, 0, len, 0, 0, 0, null, 0)) return false;
     } else {
-      return;
+      return false;
     }
     this.#c[q.cbase + C.swChecksummed]++;
     this.#c[q.cbase + C.txPackets]++;
     this.#c[q.cbase + C.txBytes] += len;
+    return false;
   }
 
   // GSO for a port that cannot take it: segments straight into its buffers.
-  #segment(q: DpPort, f: Frame): void {
+  #segment(q: DpPort, f: Frame, holdOk: boolean): boolean {
     const c = this.#c, h = f.hdr, pkt = f.pkt, len = f.len;
     const vq = q.vq, tap = q.tap;
     const count = segmentCount(h, pkt, len);
     // The first segment is the longest: if it fits the egress MTU, all do (item 38).
     if (count <= 0 || segmentFrameLen(h, pkt, len, 0) > q.maxFrame) {
       c[q.cbase + C.dropTooBig]++;
-      return;
+      return false;
     }
     // Each segment takes at least one RX chain: with fewer available, wait for
     // the guest (engine.ts HOLD_MS) rather than deliver half a frame and drop the rest.
-    if (this.holdOk && vq !== null && !vq.hasChains(count)) {
-      this.held = true;
-      return;
-    }
+    if (holdOk && vq !== null && !vq.hasChains(count)) return true;
     const partial = (q.egressCaps & OFFLOAD_CSUM) !== 0;
     const flags = partial ? VIRTIO_NET_HDR_F_NEEDS_CSUM : 0;
     const cs = partial ? pkt.l4Off : 0;
@@ -203,32 +201,24 @@ export class Egress {
       let n: number;
       if (vq !== null) {
         const hl = vq.hdrLen;
-        const chains = this.#acquire(vq, hl + segLen);
-        if (chains < 0) return; // counted; the rest of the frame is lost with it
+        // A hold is possible only before the frame's first chain.
+        const chains = vq.acquire(hl + segLen, holdOk && k === 0);
+        if (chains === ACQUIRE_HELD) return true;
+        if (chains < 0) return false; // counted; the rest of the frame is lost with it
         vq.writeHeader(chains, flags, w1, co);
         n = writeSegment(h, pkt, f.headers, f.segs, f.pos, len, k, vq.dst, hl, !partial);
         vq.commit(chains, hl + n);
       } else if (tap !== null) {
         const seg = tap.segBuffer(segLen);
         n = writeSegment(h, pkt, f.headers, f.segs, f.pos, len, k, seg, 0, !partial);
-        if (!tap.write(seg, 0, n, flags, w1, co, null, 0)) return;
+        if (!tap.write(seg, 0, n, flags, w1, co, null, 0)) return false;
       } else {
-        return;
+        return false;
       }
       c[q.cbase + C.swSegments]++;
       c[q.cbase + C.txPackets]++;
       c[q.cbase + C.txBytes] += n;
     }
-  }
-
-  // RX chains for `need` bytes; a hold is possible only before the frame's first chain.
-  #acquire(vq: VhostNetQueuePair, need: number): number {
-    const chains = vq.acquire(need, this.holdOk && this.#first);
-    if (chains === ACQUIRE_HELD) {
-      this.held = true; // the engine retries it next round, bounded by HOLD_MS
-      return -1;
-    }
-    if (chains > 0) this.#first = false;
-    return chains;
+    return false;
   }
 }

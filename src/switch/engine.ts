@@ -245,13 +245,9 @@ export class Engine {
   #unicast(f: Frame, now: number): boolean {
     const q = this.byId[f.out];
     if (q === undefined || q.broken) return false;
-    const eg = this.#egress;
     const mayHold = q.kind === PortKind.VHOST && now >= q.lossyUntil &&
       (q.stallSince < 0 || now - q.stallSince < HOLD_MS);
-    eg.holdOk = mayHold;
-    this.#deliver(q, f);
-    eg.holdOk = false;
-    if (eg.held && !q.broken) {
+    if (this.#deliver(q, f, mayHold) && !q.broken) {
       if (q.stallSince < 0) q.stallSince = now;
       return true;
     }
@@ -341,23 +337,25 @@ export class Engine {
   #forward(p: DpPort, f: Frame): void {
     if (f.out >= 0) {
       const q = this.byId[f.out];
-      if (q !== undefined && !q.broken) this.#deliver(q, f);
+      if (q !== undefined && !q.broken) this.#deliver(q, f, false);
       return;
     }
     const ports = this.ports;
     for (let i = 0; i < ports.length; i++) {
       const q = ports[i];
-      if (q !== p && !q.broken) this.#deliver(q, f);
+      if (q !== p && !q.broken) this.#deliver(q, f, false);
     }
   }
 
-  #deliver(q: DpPort, f: Frame): void {
+  // Returns true if the frame was held back (only with `holdOk`: see Egress.deliver).
+  #deliver(q: DpPort, f: Frame, holdOk: boolean): boolean {
     // Capture hook, egress: only frames the port took (its tx counter moved), once
     // each, whole as they arrived (a GSO frame the port needed segmented is one packet).
     const cap = this.#capFlags[q.id] & Direction.TX;
     const sent = cap !== 0 ? this.#c[q.cbase + C.txPackets] : 0;
+    let held = false;
     try {
-      this.#egress.deliver(q, f);
+      held = this.#egress.deliver(q, f, holdOk);
     } catch (e) {
       // A fault while writing to one destination stops that destination, not the
       // sender and not the other destinations of a flood (item 33).
@@ -366,5 +364,6 @@ export class Engine {
     if (cap !== 0 && this.#c[q.cbase + C.txPackets] !== sent) {
       this.#captureFrame(q.id, Direction.TX, f);
     }
+    return held;
   }
 }

@@ -138,7 +138,7 @@ Deno.test("TAP egress: a passed GSO frame carries rebuilt header and validated L
     // The guest rewrites its IP total length and TCP data offset after the check (item 40).
     arena.u8[at + b.l3 + 2] ^= 0x40;
     arena.u8[at + b.l4 + 12] = 0xf0;
-    r.egress.deliver(q, f);
+    r.egress.deliver(q, f, false);
     const got = readFrame(kernel);
     assertEquals(got.hdr, {
       flags: NEEDS_CSUM,
@@ -163,7 +163,7 @@ Deno.test("TAP egress: checksum-only junk fields zeroed; GSO segmented for a TAP
     const csumOnly = r.tap(2, OFFLOAD_CSUM);
     const b = buildPacket({ payloadLen: 300, csum: "partial" });
     const junk = { flags: NEEDS_CSUM, hdrLen: 9999, gsoSize: 777, csumStart: 34, csumOffset: 16 };
-    r.egress.deliver(full.q, frameOf(arena, b, junk).f);
+    r.egress.deliver(full.q, frameOf(arena, b, junk).f, false);
     const c = readFrame(full.kernel);
     assertEquals(c.hdr, { ...junk, gsoType: 0, hdrLen: 0, gsoSize: 0, numBuffers: 0 });
     assertEquals(checkFrame(c).problems, []);
@@ -177,7 +177,7 @@ Deno.test("TAP egress: checksum-only junk fields zeroed; GSO segmented for a TAP
       csumOffset: 16,
     });
     assertEquals(g.verdict, PARSE_OK);
-    r.egress.deliver(csumOnly.q, g.f);
+    r.egress.deliver(csumOnly.q, g.f, false);
     for (let k = 0; k < 3; k++) {
       const s = readFrame(csumOnly.kernel);
       assertEquals(s.hdr.flags, NEEDS_CSUM);
