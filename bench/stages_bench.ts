@@ -234,6 +234,24 @@ for (const size of [64, 1500]) {
     },
   });
 }
+// The floor under any copy in JS here: the bare 32-bit word loop copySegments
+// runs for short frames, with no segment lists around it (README, "The floor
+// of a JS copy on this machine").
+for (const size of [64, 1500]) {
+  const u32 = cm.u32[0];
+  const words = size >>> 2;
+  Deno.bench({
+    name: `copy floor: 32 × a ${words}-word Uint32Array loop (${size} B)`,
+    group: `burst of 32 × ${size} B`,
+    fn: () => {
+      for (let k = 0; k < BURST; k++) {
+        let d = (0x200000 + HDR) >>> 2, s = (0x100000 + HDR) >>> 2;
+        for (let i = 0; i < words; i++) u32[d++] = u32[s++];
+        sink += d;
+      }
+    },
+  });
+}
 
 // --- deliver: RX acquire + header + copy + commit, one publish -----------------------------
 const counters = new Float64Array(createCounterBuffer());
