@@ -132,14 +132,14 @@ export class Switch {
   /** Starts the dataplane worker. */
   static async create(options: SwitchOptions = {}): Promise<Switch> {
     const aging = (options.fdbAgingSeconds ?? 300) * 1000;
-    const missing = missingV8Flags();
-    if (missing.length > 0) {
+    const missing = missingV8Flags().join(" ");
+    if (missing !== "") {
       // Not an error: it forwards the same frames, with more CPU per frame (v8_flags.ts).
-      log.warn`Started without the V8 flags the dataplane is tuned for (${
-        missing.join(
-          " ",
-        )
-      }); frames cost more CPU. Run it through a deno.json task, or add ${v8FlagsArg()}`;
+      log.warn(
+        "Started without the V8 flags the dataplane is tuned for ({missing}); frames cost more " +
+          "CPU. Run it through a deno.json task, or add {option}",
+        { missing, option: v8FlagsArg() },
+      );
     }
     return new Switch(await Dataplane.start(aging));
   }

@@ -34,6 +34,9 @@
  * @module
  */
 
+/** How a `deno run` option that carries V8 flags begins. */
+const V8_FLAGS_OPTION = "--v8-flags=";
+
 /** The flags, as V8 spells them. */
 export const DATAPLANE_V8_FLAGS: readonly string[] = [
   "--max-inlined-bytecode-size-cumulative=4000",
@@ -44,7 +47,7 @@ export const DATAPLANE_V8_FLAGS: readonly string[] = [
  * `extra` (e.g. a test's `--expose-gc`), comma-separated.
  */
 export function v8FlagsArg(...extra: string[]): string {
-  return `--v8-flags=${[...DATAPLANE_V8_FLAGS, ...extra].join(",")}`;
+  return V8_FLAGS_OPTION + [...DATAPLANE_V8_FLAGS, ...extra].join(",");
 }
 
 /**
@@ -53,10 +56,9 @@ export function v8FlagsArg(...extra: string[]): string {
  * which of two Deno keeps), others are left as they are.
  */
 export function withV8Flags(args: readonly string[]): string[] {
-  const extra = args.filter((a) => a.startsWith("--v8-flags=")).flatMap((a) =>
-    a.slice(11).split(",")
-  );
-  return [v8FlagsArg(...extra), ...args.filter((a) => !a.startsWith("--v8-flags="))];
+  const isFlags = (a: string) => a.startsWith(V8_FLAGS_OPTION);
+  const extra = args.filter(isFlags).flatMap((a) => a.slice(V8_FLAGS_OPTION.length).split(","));
+  return [v8FlagsArg(...extra), ...args.filter((a) => !isFlags(a))];
 }
 
 /**
@@ -70,12 +72,23 @@ export function missingV8Flags(): string[] {
   try {
     if (!/(^|\/)deno$/.test(Deno.execPath())) return [];
     const argv = Deno.readTextFileSync("/proc/self/cmdline").split("\0");
-    // Only deno's own options count: those before the script's path.
-    const script = argv.findIndex((a, i) => i > 1 && !a.startsWith("-"));
+    // Only deno's own options count: those before the script's path (found by
+    // what it names, since an option's value, `--config FILE`, looks the same).
+    const cwd = `file://${Deno.cwd()}/`;
+    const script = argv.findIndex((a, i) => {
+      if (i < 2 || a.startsWith("-")) return false;
+      try {
+        return new URL(a, cwd).href === Deno.mainModule;
+      } catch {
+        return false;
+      }
+    });
     const own = script < 0 ? argv : argv.slice(0, script);
     given = [
       Deno.env.get("DENO_V8_FLAGS") ?? "",
-      ...own.filter((a) => a.startsWith("--v8-flags=")).map((a) => a.slice(11)),
+      ...own.filter((a) => a.startsWith(V8_FLAGS_OPTION)).map((a) =>
+        a.slice(V8_FLAGS_OPTION.length)
+      ),
     ].join(",");
   } catch {
     return [];

@@ -36,6 +36,9 @@ Deno.test("V8 flags: one merged --v8-flags, and a process knows whether it has t
   assertEquals(await missingIn([]), [...DATAPLANE_V8_FLAGS], "no flags");
   assertEquals(await missingIn([v8FlagsArg()]), [], "on the command line");
   assertEquals(await missingIn([v8FlagsArg("--expose-gc")]), [], "with others");
+  // An option's value before the flag is not taken for the script.
+  const config = new URL("../../deno.json", import.meta.url).pathname;
+  assertEquals(await missingIn(["--config", config, v8FlagsArg()]), [], "after --config FILE");
   assertEquals(
     await missingIn([], { DENO_V8_FLAGS: DATAPLANE_V8_FLAGS.join(",") }),
     [],
