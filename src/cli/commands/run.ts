@@ -150,11 +150,11 @@ export async function run(argv: string[]): Promise<number> {
 
   const names = sw.stats().map((p) => `${p.name} (${p.type} ${p.target})`).join(", ");
   if (sw.ports().length === 0) {
+    const restart = "start with --vhost NAME=SOCKET_PATH, --tap IFNAME or --config FILE";
     const how = control
-      ? `vswitch port add vhost NAME SOCKET_PATH --control ${control.path}`
-      : "restart with --vhost NAME=SOCKET_PATH, --tap IFNAME or --config FILE";
-    log
-      .warn`No ports yet: add one with ${how} (or start with --vhost NAME=SOCKET_PATH, --tap IFNAME or --config FILE)`;
+      ? `add one with vswitch port add vhost NAME SOCKET_PATH --control ${control.path} (or ${restart})`
+      : `${restart} (the control API is off, so none can be added now)`;
+    log.warn`No ports yet: ${how}`;
   }
   log.info`Ready: ${names || "no ports"}; control ${control?.path ?? "off"}${
     metrics ? `; metrics http://${metrics.listen}/metrics` : ""
