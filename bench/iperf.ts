@@ -19,7 +19,10 @@
  *
  * It also reads the CPU time of each of vswitch's threads around every run
  * (bench/thread_times.ts) and prints the cores each thread name used: on 2
- * cores, what the switch takes the TCG vCPUs lack.
+ * cores, what the switch takes the TCG vCPUs lack. For every system it
+ * reads the machine's busy and stolen time and each guest's QEMU threads
+ * (its vCPU, and the rest) around every run: whether the guests had the
+ * CPU they could use, and who took it when not.
  *
  * `deno task bench:iperf [vswitch|bridge|dpdk …] [--seconds 5] [--runs 3]
  *  [--paths guest-guest,guest-host,mixed,mrg-off]`
@@ -32,7 +35,13 @@ import { DEMO_PACKAGES, installPackages, say, setupHugepages } from "../src/cli/
 import { buildGuestImage, type GuestImage } from "../src/guest/image.ts";
 import { uniqueSuffix } from "../tests/helpers/env.ts";
 import { iperfFromGuest, pingUntilUp } from "../tests/helpers/iperf.ts";
-import { coresByName, threadTimes } from "./thread_times.ts";
+import {
+  coresByName,
+  machineCores,
+  machineTimes,
+  type ThreadTimes,
+  threadTimes,
+} from "./thread_times.ts";
 import { median } from "./stats.ts";
 import {
   bridgeRig,
@@ -114,6 +123,39 @@ interface Row {
   errors: string[];
   /** Cores the switch's threads used during each run, by thread name (vswitch only). */
   switchCores?: { forward: Record<string, number>[]; reverse: Record<string, number>[] };
+  /** Where the machine's CPU went during each run, every system. */
+  cpu?: { forward: CpuShare[]; reverse: CpuShare[] };
+}
+
+/**
+ * Cores during one run: the whole machine (busy, and stolen by the
+ * hypervisor), and each guest's QEMU split into its vCPU thread (TCG: the
+ * guest's own work) and the rest (its main loop: interrupts, the bridge's
+ * virtio-net and TAP I/O). On 2 cores this says whether the guests had the
+ * CPU they could use, and who else took it.
+ */
+interface CpuShare {
+  machine: number;
+  steal: number;
+  clientVcpu: number;
+  clientQemu: number;
+  /** null when B is the host. */
+  serverVcpu: number | null;
+  serverQemu: number | null;
+}
+
+/** A QEMU's cores between two readings: its vCPU threads ("CPU 0/TCG") and the rest. */
+function qemuCores(
+  a: Map<number, ThreadTimes>,
+  b: Map<number, ThreadTimes>,
+  seconds: number,
+): { vcpu: number; other: number } {
+  let vcpu = 0, other = 0;
+  for (const [name, cores] of Object.entries(coresByName(a, b, seconds))) {
+    if (/^CPU \d+\//.test(name)) vcpu += cores;
+    else other += cores;
+  }
+  return { vcpu: Number(vcpu.toFixed(3)), other: Number(other.toFixed(3)) };
 }
 
 const args = parseArgs(Deno.args, { string: ["seconds", "runs", "paths"] });
@@ -160,10 +202,27 @@ async function measure(rig: Rig, system: System, path: PathDef, row: Row): Promi
     const into = reverse ? row.reverse : row.forward;
     try {
       const pid = rig.switchPid;
+      const serverGuest = path.server === "host" ? undefined : rig.guests[path.server];
       const before = pid === undefined ? undefined : threadTimes(pid);
+      const m0 = machineTimes();
+      const c0 = threadTimes(client.pid);
+      const s0 = serverGuest && threadTimes(serverGuest.pid);
       const t0 = performance.now();
       const r = await iperfFromGuest(client, { server, seconds: SECONDS, reverse });
       into.push(Number((r.bitsPerSecond / 1e9).toFixed(3)));
+      const secs = (performance.now() - t0) / 1000;
+      const m = machineCores(m0, machineTimes(), secs);
+      const cq = qemuCores(c0, threadTimes(client.pid), secs);
+      const sq = serverGuest && s0 ? qemuCores(s0, threadTimes(serverGuest.pid), secs) : null;
+      row.cpu ??= { forward: [], reverse: [] };
+      row.cpu[reverse ? "reverse" : "forward"].push({
+        machine: m.busy,
+        steal: m.steal,
+        clientVcpu: cq.vcpu,
+        clientQemu: cq.other,
+        serverVcpu: sq?.vcpu ?? null,
+        serverQemu: sq?.other ?? null,
+      });
       if (pid !== undefined && before) {
         const cores = coresByName(before, threadTimes(pid), (performance.now() - t0) / 1000);
         row.switchCores ??= { forward: [], reverse: [] };
@@ -291,6 +350,33 @@ function coreLines(rows: Row[]): string {
   return lines.join("\n");
 }
 
+/** Per row and direction, the medians of where the CPU went (CpuShare). */
+function cpuLines(rows: Row[]): string {
+  const lines: string[] = [];
+  const med = (xs: (number | null)[]) => {
+    const m = median(xs);
+    return m === undefined ? "–" : m.toFixed(2);
+  };
+  for (const r of rows) {
+    if (!r.cpu) continue;
+    for (const dir of ["forward", "reverse"] as const) {
+      const runs = r.cpu[dir];
+      const pick = (k: keyof CpuShare) => med(runs.map((c) => c[k]));
+      lines.push(
+        `| ${r.title} | ${r.system} | ${dir === "forward" ? "A → B" : "B → A"} | ` +
+          `${pick("machine")} | ${pick("steal")} | ${pick("clientVcpu")} | ` +
+          `${pick("clientQemu")} | ${pick("serverVcpu")} | ${pick("serverQemu")} |`,
+      );
+    }
+  }
+  if (lines.length === 0) return "";
+  return [
+    "| path | system | dir | machine busy | stolen | A vCPU | A QEMU other | B vCPU | B QEMU other |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ...lines,
+  ].join("\n");
+}
+
 if (Deno.uid() !== 0) {
   console.error("bench:iperf needs root (TAPs, bridges, namespaces, hugepages).");
   Deno.exit(2);
@@ -370,6 +456,13 @@ if (report.counters) {
 const cores = coreLines(report.rows);
 if (cores) {
   console.log(`vswitch's threads, cores used during the runs (median per name):\n${cores}\n`);
+}
+const shares = cpuLines(report.rows);
+if (shares) {
+  console.log(
+    `Where the CPU went (cores, medians over the runs; ${navigator.hardwareConcurrency} in all):\n` +
+      `${shares}\n`,
+  );
 }
 for (const n of report.notes) console.log(`note: ${n}`);
 console.log(`\n${report.machine}; ${report.seconds} s; bench/results/iperf-latest.json`);

@@ -47,8 +47,8 @@ export function rigArgs(
   });
   const memSize = a.mem === undefined ? undefined : parseSize(a.mem);
   const mode = a.window as WindowOptions["mode"];
-  if (mode !== "auto" && mode !== "chunked" && mode !== "legacy") {
-    throw new Error(`Cannot use window mode "${a.window}": auto, chunked or legacy`);
+  if (mode !== "auto" && mode !== "chunked" && mode !== "packed" && mode !== "legacy") {
+    throw new Error(`Cannot use window mode "${a.window}": auto, chunked, packed or legacy`);
   }
   return {
     positional: a._.map(String),

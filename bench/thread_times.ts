@@ -60,3 +60,31 @@ export function coresByName(
       .map(([k, v]) => [k, Number((v / CLK_TCK / seconds).toFixed(3))]),
   );
 }
+
+/** The whole machine's CPU ticks since boot, from the first line of /proc/stat. */
+export interface MachineTimes {
+  /** Every state but idle, iowait and steal. */
+  busy: number;
+  /** Time the hypervisor ran something else while this VM wanted the CPU. */
+  steal: number;
+}
+
+/**
+ * Reads the "cpu" line of /proc/stat (user nice system idle iowait irq
+ * softirq steal …; `stat` is its text, by default read now).
+ */
+export function machineTimes(stat = Deno.readTextFileSync("/proc/stat")): MachineTimes {
+  const f = stat.split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, , , irq, softirq, steal] = f;
+  return { busy: user + nice + system + irq + softirq, steal: steal ?? 0 };
+}
+
+/** Busy and stolen cores between two readings `seconds` apart. */
+export function machineCores(
+  a: MachineTimes,
+  b: MachineTimes,
+  seconds: number,
+): { busy: number; steal: number } {
+  const cores = (t: number) => Number((t / CLK_TCK / seconds).toFixed(3));
+  return { busy: cores(b.busy - a.busy), steal: cores(b.steal - a.steal) };
+}

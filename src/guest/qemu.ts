@@ -134,6 +134,10 @@ export class QemuGuest {
     if (o.deviceProps) device.push(...o.deviceProps);
     const hp = o.hotplug;
     return [
+      // debug-threads names QEMU's threads ("CPU 0/TCG" for the vCPU), so a
+      // benchmark can tell the guest's own CPU time from QEMU's I/O (bench:iperf).
+      "-name",
+      `guest=${o.name.replaceAll(",", ",,")},debug-threads=on`,
       "-accel",
       "tcg",
       "-m",

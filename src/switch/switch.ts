@@ -20,9 +20,11 @@ import type { WindowInfo } from "../virtio/address_window.ts";
 
 /** One line for the log: "chunked, 12 chunks, 66 pair windows" and why pairs are missing. */
 export function describeWindow(w: WindowInfo): string {
+  const files = w.fromFile > 0 ? `, ${w.fromFile} mappings from hugetlbfs files` : "";
   const shape = w.mode === "chunked"
-    ? `chunked, ${w.chunks} chunks, ${w.pairs} pair windows` +
-      (w.fromFile > 0 ? `, ${w.fromFile} chunk mappings from hugetlbfs files` : "")
+    ? `chunked, ${w.chunks} chunks, ${w.pairs} pair windows${files}`
+    : w.mode === "packed"
+    ? `packed, ${w.chunks} ranges in one window${files}`
     : w.mode;
   return w.reason ? `${shape} (${w.reason})` : shape;
 }

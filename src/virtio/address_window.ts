@@ -12,10 +12,21 @@
  * 2^31 - 8192 in a 2 GiB view allocated nothing per call, at 2^31 + 8 it
  * allocated 48 bytes per call (a 10^6-copy probe of 1500 B, 2026-12-01).
  * Real guests have 2–16 GiB and a switch has several, so one view cannot
- * span them. Three modes, chosen by `updateWindow` on the control path:
+ * span them. Four modes, chosen by `updateWindow` on the control path:
  *
  * - single: the whole span (lowest to highest mapped address) is below
  *   2^31. One view from the lowest address; nothing is mapped for it.
+ * - packed: the span is not, but the ranges' bytes are (the kernel put
+ *   the worker's scratch and the guests' regions gigabytes apart, as it
+ *   does with DPDK's hugetlbfs memory in bench:loop, or small guests).
+ *   Every range is mapped again, side by side, into one view below 2^31
+ *   (by mremap or from its file, as chunks are below), and a copy finds
+ *   its bytes there from the segment's range: three loads a side. A
+ *   chunked copy costs 20 ns more than a single one (a probe of 1500 B
+ *   copySegments between two memfd ranges, 2026-12-06: 58 against 79 ns),
+ *   which cost bench:loop's 1500 B case 11 % against the code before
+ *   windows (`bench:loop-ab 844e06f`); see the README's "Guest memory
+ *   size" for what packed mode measured.
  * - chunked: every range is cut into chunks that start CHUNK bytes apart
  *   and reach CHUNK_SPAN = CHUNK + CHUNK_OVERLAP bytes. A segment (one
  *   descriptor's buffer) belongs to the chunk it starts in, if it ends
@@ -112,6 +123,10 @@ export const win = {
   base: 0,
   /** Single mode: bytes covered. */
   span: 0,
+  /** Packed mode: every range mapped again, side by side, into `views[0]`. */
+  packed: false,
+  /** Packed mode, per range: where its page-aligned start lies in `views[0]`. */
+  rangeAt: new Float64Array(0),
   /** Chunk count (1 in single mode); the pair tables have chunks² entries. */
   chunks: 0,
   /** Ranges known (chunked mode); a segment names its range by index. */
@@ -155,16 +170,17 @@ export interface WindowOptions {
   /**
    * "auto" (default): single when the span fits, else chunked;
    * "chunked": chunked even when the span fits;
+   * "packed": packed even when the span fits (tests), chunked when the bytes do not;
    * "legacy": single when the span fits, else every copy uses set(subarray()).
    */
-  mode?: "auto" | "chunked" | "legacy";
+  mode?: "auto" | "chunked" | "packed" | "legacy";
   /** Pair windows at most (default MAX_PAIR_WINDOWS). */
   maxPairs?: number;
 }
 
 /** What the current windows cover, for logs and tests. */
 export interface WindowInfo {
-  mode: "none" | "single" | "chunked" | "fallback";
+  mode: "none" | "single" | "packed" | "chunked" | "fallback";
   chunks: number;
   /** Pair windows mapped. */
   pairs: number;
@@ -241,11 +257,12 @@ export function updateWindow(ranges: readonly Range[]): boolean {
     if (r.address < lo) lo = r.address;
     if (r.address + r.size > hi) hi = r.address + r.size;
   }
-  if (hi - lo <= WINDOW_MAX_SPAN && options.mode !== "chunked") {
+  if (hi - lo <= WINDOW_MAX_SPAN && options.mode !== "chunked" && options.mode !== "packed") {
     setSingle(lo, hi);
     info = { ...NO_WINDOW, mode: "single", chunks: 1 };
     return true;
   }
+  if ((options.mode === "auto" || options.mode === "packed") && setPacked(ranges)) return true;
   if (options.mode === "legacy") {
     info = { ...NO_WINDOW, mode: "fallback", reason: "legacy mode: set(subarray())" };
     return false;
@@ -360,21 +377,7 @@ function makeSlots(chunks: Chunk[], ranges: readonly Range[], pairs: boolean): n
   // Ranges whose mremap failed: later chunks of them go straight to their file.
   const noDup = new Set<number>();
   const place = (c: Chunk, at: number) => {
-    const r = ranges[c.range];
-    if (!noDup.has(c.range)) {
-      try {
-        duplicateAt(c.address, pageUp(c.length), at);
-        return;
-      } catch (e) {
-        if (r.fd === undefined || r.fd < 0) throw e;
-        noDup.add(c.range);
-      }
-    }
-    // The chunk's first byte lies (c.address - r.address) into the range, so that far past
-    // the range's own offset in its file; c.address is page-aligned, r.address need not be.
-    const offset = (r.fileOffset ?? 0) + (c.address - r.address);
-    mapFileAt(r.fd!, offset, Math.ceil(c.length / HUGE_PAGE) * HUGE_PAGE, at);
-    fromFile++;
+    if (placeChunk(c, ranges, noDup, at)) fromFile++;
   };
   const lens: number[] = [];
   for (let a = 0; a < n; a++) {
@@ -420,9 +423,82 @@ function makeSlots(chunks: Chunk[], ranges: readonly Range[], pairs: boolean): n
   return fromFile;
 }
 
+/**
+ * Maps chunk `c` again at `at` (inside a reservation of ours): duplicated
+ * with mremap, or, for a range in `noDup` or whose mremap fails and that
+ * has a file (hugetlbfs), from its file. Returns whether it came from the
+ * file; throws if it cannot be mapped.
+ */
+function placeChunk(c: Chunk, ranges: readonly Range[], noDup: Set<number>, at: number): boolean {
+  const r = ranges[c.range];
+  if (!noDup.has(c.range)) {
+    try {
+      duplicateAt(c.address, pageUp(c.length), at);
+      return false;
+    } catch (e) {
+      if (r.fd === undefined || r.fd < 0) throw e;
+      noDup.add(c.range);
+    }
+  }
+  // The chunk's first byte lies (c.address - r.address) into the range, so that far past
+  // the range's own offset in its file; c.address is page-aligned, r.address need not be.
+  const offset = (r.fileOffset ?? 0) + (c.address - r.address);
+  mapFileAt(r.fd!, offset, hugeUp(c.length), at);
+  return true;
+}
+
+/**
+ * Packed mode, if the ranges' bytes fit one view: each range from its page
+ * mapped again at the next huge-page boundary of one reservation (the
+ * alignment a second mapping of hugetlbfs memory needs). Returns false,
+ * having mapped nothing, when they do not fit or a range cannot be mapped
+ * again (then chunked mode tries, and says why).
+ */
+function setPacked(ranges: readonly Range[]): boolean {
+  const whole: Chunk[] = ranges.map((r, i) => {
+    const start = r.address - (r.address % PAGE);
+    return { range: i, address: start, length: r.address + r.size - start };
+  });
+  let total = 0;
+  for (const c of whole) total += hugeUp(c.length);
+  if (total > WINDOW_MAX_SPAN - PAGE) return false;
+  const reservation = reserve(total + HUGE_PAGE);
+  reserved.push(reservation, total + HUGE_PAGE);
+  const base = Math.ceil(reservation / HUGE_PAGE) * HUGE_PAGE;
+  const at: number[] = [];
+  let fromFile = 0;
+  try {
+    let off = 0;
+    for (const c of whole) {
+      if (placeChunk(c, ranges, new Set(), base + off)) fromFile++;
+      at.push(off);
+      off += hugeUp(c.length);
+    }
+  } catch {
+    unmapReserved();
+    return false;
+  }
+  madvise(base, total, MADV_DONTDUMP); // out of core dumps, as makeSlots says
+  setTables(1, ranges.length);
+  win.rangeAt = new Float64Array(at);
+  whole.forEach((c, i) => {
+    win.rangeStart[i] = c.address;
+    win.rangeSize[i] = c.length;
+  });
+  win.views[0] = view(base, total);
+  win.has[0] = 1;
+  win.chunkLen[0] = total;
+  win.packed = true;
+  win.ranges = ranges.length;
+  info = { mode: "packed", chunks: ranges.length, pairs: 0, fromFile, reason: "" };
+  return true;
+}
+
 // Fresh tables for `n` chunks and `ranges` ranges, nothing windowed yet.
 function setTables(n: number, ranges: number): void {
   win.single = false;
+  win.packed = false;
+  win.rangeAt = new Float64Array(0);
   win.chunks = n;
   win.ranges = 0; // set when the chunk tables are complete
   win.rangeStart = new Float64Array(ranges);
@@ -458,4 +534,8 @@ function view(address: number, length: number): Uint8Array {
 
 function pageUp(n: number): number {
   return Math.ceil(n / PAGE) * PAGE;
+}
+
+function hugeUp(n: number): number {
+  return Math.ceil(n / HUGE_PAGE) * HUGE_PAGE;
 }

@@ -158,6 +158,17 @@ function copyPiece(
       w.views[0].copyWithin(to, from, from + n);
       return;
     }
+  } else if (w.packed) {
+    // Each range once in views[0] (address_window.ts): its bytes from the segment's range.
+    const rs = src.range[si], rd = dst.range[di];
+    if (rs >= 0 && rs < w.ranges && rd >= 0 && rd < w.ranges) {
+      const sr = sa - w.rangeStart[rs], dr = da - w.rangeStart[rd];
+      if (sr >= 0 && sr + n <= w.rangeSize[rs] && dr >= 0 && dr + n <= w.rangeSize[rd]) {
+        const from = w.rangeAt[rs] + sr;
+        w.views[0].copyWithin(w.rangeAt[rd] + dr, from, from + n);
+        return;
+      }
+    }
   } else {
     const a = chunkAt(w, src.range[si], sa, n);
     const aOff = chunkOff;
@@ -187,7 +198,7 @@ function chunkAt(w: typeof win, range: number, addr: number, n: number): number 
   if (range < 0 || range >= w.ranges) return -1;
   const rel = addr - w.rangeStart[range];
   if (rel < 0 || rel + n > w.rangeSize[range]) return -1;
-  const j = Math.floor(rel / CHUNK);
+  const j = rel < CHUNK ? 0 : Math.floor(rel / CHUNK);
   const c = rel - j * CHUNK;
   const k = w.rangeFirst[range] + j;
   if (c + n > w.chunkLen[k]) return -1;
@@ -197,7 +208,7 @@ function chunkAt(w: typeof win, range: number, addr: number, n: number): number 
 
 /**
  * The window chunk segment `i` of `list` lies in now and its offset there
- * (chunk 0 in single mode), or chunk -1 if its copies would take the word
+ * (chunk 0 in single and packed mode), or chunk -1 if its copies would take the word
  * loop. For tests and benchmarks (it allocates).
  */
 export function segmentChunk(list: SegList, i: number): { chunk: number; offset: number } {
@@ -205,6 +216,12 @@ export function segmentChunk(list: SegList, i: number): { chunk: number; offset:
   if (w.single) {
     const ok = addr >= w.base && addr + n <= w.base + w.span;
     return { chunk: ok ? 0 : -1, offset: ok ? addr - w.base : 0 };
+  }
+  if (w.packed) {
+    const r = list.range[i];
+    const rel = r >= 0 && r < w.ranges ? addr - w.rangeStart[r] : -1;
+    const ok = rel >= 0 && rel + n <= w.rangeSize[r];
+    return { chunk: ok ? 0 : -1, offset: ok ? w.rangeAt[r] + rel : 0 };
   }
   const chunk = chunkAt(w, list.range[i], addr, n);
   return { chunk, offset: chunk >= 0 ? chunkOff : 0 };

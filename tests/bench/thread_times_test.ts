@@ -1,5 +1,11 @@
 import { assert, assertEquals } from "@std/assert";
-import { coresByName, type ThreadTimes, threadTimes } from "../../bench/thread_times.ts";
+import {
+  coresByName,
+  machineCores,
+  machineTimes,
+  type ThreadTimes,
+  threadTimes,
+} from "../../bench/thread_times.ts";
 
 Deno.test("threadTimes reads this process's threads; the main thread is one of them", () => {
   const t = threadTimes(Deno.pid);
@@ -33,4 +39,14 @@ Deno.test("coresByName: per name, summed over threads, a new thread from zero, l
   // 100 ticks a second (CLK_TCK): over 2 s, 50 ticks are a quarter of a core.
   assertEquals(coresByName(a, b, 2), { "V8 DefaultWorke": 0.3, "worker-1": 0.25, new: 0.025 });
   assertEquals(Object.keys(coresByName(a, b, 2)), ["V8 DefaultWorke", "worker-1", "new"]);
+});
+
+Deno.test("machineTimes and machineCores: busy is every state but idle, iowait and steal", () => {
+  const a = machineTimes("cpu  100 10 50 1000 5 3 7 20 0 0\ncpu0 1 2 3\n");
+  assertEquals(a, { busy: 170, steal: 20 });
+  const b = machineTimes("cpu  300 10 150 1100 9 3 7 60 0 0\n");
+  // 100 ticks a second: over 2 s, 300 busy ticks are 1.5 cores, 40 stolen 0.2.
+  assertEquals(machineCores(a, b, 2), { busy: 1.5, steal: 0.2 });
+  const now = machineTimes();
+  assert(now.busy > 0 && now.steal >= 0, "this machine's /proc/stat reads");
 });

@@ -265,6 +265,47 @@ Deno.test("single window when the span fits: any range, no mapping made", () => 
   }
 });
 
+Deno.test("packed window: ranges side by side in one view; a wrong or stale range copies anyway", () => {
+  const a = new TestMemory(4 * MIB), b = new TestMemory(8 * MIB);
+  try {
+    configureWindow({ mode: "packed" });
+    assert(updateWindow([{ address: a.map.address + 100, size: a.size - 100 }, {
+      address: b.map.address,
+      size: b.size,
+    }]));
+    const info = windowInfo();
+    assertEquals([info.mode, info.chunks, info.pairs, info.fromFile], ["packed", 2, 0, 0]);
+    assert(win.packed && !win.single);
+    // Range 0 starts at its page (a's first byte), each range at a 2 MiB boundary.
+    assertEquals([...win.rangeAt], [0, 4 * MIB]);
+    const src = fill(a, 4 * MIB - 1600, 1500, 3);
+    const sl = seg(a, 4 * MIB - 1600, 1500, 0);
+    assertEquals(segmentChunk(sl, 0), { chunk: 0, offset: 4 * MIB - 1600 });
+    const dl = seg(b, 8 * MIB - 1500, 1500, 1); // ends at the range's last byte
+    assertEquals(segmentChunk(dl, 0), { chunk: 0, offset: 4 * MIB + 8 * MIB - 1500 });
+    assertEquals(copySegments(dl, 0, sl, 0, 1500), 1500);
+    assertEquals(b.bytes.subarray(8 * MIB - 1500), src);
+    const back = fill(b, 777, 9000, 4);
+    assertEquals(copySegments(seg(a, 5, 9000, 0), 0, seg(b, 777, 9000, 1), 0, 9000), 9000);
+    assertEquals(a.bytes.subarray(5, 9005), back, "b → a");
+    // A segment named by the wrong range, or by none the window knows, is not in the
+    // window (its bytes lie outside that range): the word loop, same bytes.
+    for (const wrong of [1, 2, -1]) {
+      const bad = seg(a, 3000, 1500, wrong);
+      assertEquals(segmentChunk(bad, 0).chunk, -1, `range ${wrong}`);
+      b.bytes.fill(0, 0, 1500);
+      const want = fill(a, 3000, 1500, wrong + 9);
+      assertEquals(copySegments(seg(b, 0, 1500, 1), 0, bad, 0, 1500), 1500);
+      assertEquals(b.bytes.subarray(0, 1500), want, `range ${wrong}: copied all the same`);
+    }
+  } finally {
+    closeWindow();
+    configureWindow({});
+    a.close();
+    b.close();
+  }
+});
+
 Deno.test("hugetlbfs memory gets pair windows from its file; without the fd it gets none", () => {
   // What QEMU guests on /dev/hugepages and DPDK's virtio-user hand us: mremap cannot
   // duplicate it, so the window maps the region's fd again at the chunk's offset.
@@ -299,17 +340,27 @@ Deno.test("hugetlbfs memory gets pair windows from its file; without the fd it g
       l.push(hb, h32, off, n, hAddr + off, -1, 0);
       return l;
     };
-    for (const [hOff, bOff, n] of [[12, 5 * MIB + 3, 1514], [6 * MIB + 7, 100, 65550]]) {
-      const src = new Uint8Array(n).map((_, i) => (i * 7 + n) & 0xff);
-      hb.set(src, hOff);
-      const sl = hl(hOff, n), dl = seg(b, bOff, n, 1);
-      assert(segmentChunk(sl, 0).chunk >= 0 && segmentChunk(dl, 0).chunk >= 0, "on a window");
-      assertEquals(copySegments(dl, 0, sl, 0, n), n);
-      assertEquals(b.bytes.subarray(bOff, bOff + n), src, `huge@${hOff} → b@${bOff}`);
-      const back = fill(b, bOff, n, n + 1);
-      assertEquals(copySegments(sl, 0, dl, 0, n), n);
-      assertEquals(hb.subarray(hOff, hOff + n), back, "b → huge: the guest's own pages");
-    }
+    const copiesBothWays = () => {
+      for (const [hOff, bOff, n] of [[12, 5 * MIB + 3, 1514], [6 * MIB + 7, 100, 65550]]) {
+        const src = new Uint8Array(n).map((_, i) => (i * 7 + n) & 0xff);
+        hb.set(src, hOff);
+        const sl = hl(hOff, n), dl = seg(b, bOff, n, 1);
+        assert(segmentChunk(sl, 0).chunk >= 0 && segmentChunk(dl, 0).chunk >= 0, "on a window");
+        assertEquals(copySegments(dl, 0, sl, 0, n), n);
+        assertEquals(b.bytes.subarray(bOff, bOff + n), src, `huge@${hOff} → b@${bOff}`);
+        const back = fill(b, bOff, n, n + 1);
+        assertEquals(copySegments(sl, 0, dl, 0, n), n);
+        assertEquals(hb.subarray(hOff, hOff + n), back, "b → huge: the guest's own pages");
+      }
+    };
+    copiesBothWays();
+    // Packed (what bench:loop's testpmd memory gets): both ranges side by side in one
+    // view, the hugetlbfs one mapped from its file at its offset.
+    configureWindow({ mode: "packed" });
+    assert(updateWindow(ranges), JSON.stringify(windowInfo()));
+    assertEquals([windowInfo().mode, windowInfo().fromFile], ["packed", 1]);
+    copiesBothWays();
+    configureWindow({ mode: "chunked" });
     // Without its fd the same memory cannot be windowed twice: no pairs, and the reason.
     assertEquals(updateWindow([{ address: h.address, size: 8 * MIB }, ranges[1]]), false);
     assertEquals(windowInfo().pairs, 0);
