@@ -51,3 +51,28 @@ Deno.test("a guest that takes nothing for HOLD_MS loses frames, and is not waite
     rig.close();
   }
 });
+
+Deno.test("a hold in mid-burst: every frame is counted once, the held one and those after it", () => {
+  // The engine parses, classifies and delivers a frame at a time and stops at the one
+  // it holds: that one was counted, the ones after it were not yet (complete's `seen`).
+  const rig = new ForwardRig(64, undefined, 0);
+  try {
+    rig.postRx(4);
+    rig.round(10); // 4 delivered, the 5th held
+    assertEquals(rig.reapTx(), 4);
+    const first = rig.counters[C.rxPackets];
+    rig.round(10.5); // held again: counted no more
+    assertEquals(rig.reapTx(), 0);
+    assertEquals(rig.counters[C.rxPackets], first, "a held frame is not counted again");
+    rig.postRx(64);
+    rig.round(11);
+    rig.round(11.5);
+    const taken = 4 + rig.reapTx();
+    assertEquals(taken, 4 + 64, "two full bursts after the buffers came");
+    assertEquals(rig.counters[B + C.txPackets], taken);
+    assertEquals(rig.counters[C.rxPackets], taken, "A's rx: each frame taken counted once");
+    assertEquals(rig.counters[B + C.dropNoBuffer], 0);
+  } finally {
+    rig.close();
+  }
+});

@@ -6,9 +6,10 @@
  * Multiqueue then becomes "worker i owns queue pair i of every port":
  * each worker gets its own drivers, and nothing in a driver is shared.
  *
- * One round, per driver: `receive` (pop and parse a burst into the
- * driver's records), the engine classifies and delivers them, `complete`
- * (the frames taken go back as used, the rest stay for the next round),
+ * One round, per driver: `receive` (pop a burst into the driver's
+ * records), the engine parses (where the driver left it to it),
+ * classifies and delivers each frame in turn, `complete` (the frames
+ * taken go back as used, the rest stay for the next round),
  * and after every port was polled, `flush` (one used-index publish and at
  * most one interrupt for what the port received). The egress side of a
  * driver (taking RX buffers, writing a TAP) is specific to its kind and
@@ -32,18 +33,26 @@ export interface PortDriver {
   /** The driver's frame records; `receive` fills them from index 0. */
   readonly burst: readonly Frame[];
   /**
-   * Takes up to `max` frames into `burst[0..n)` and parses each (header,
-   * MACs, offload validation). A frame that failed is counted and has
-   * `out === OUT_DROP`. Returns n (0: nothing waiting). A corrupt queue
-   * breaks the port and returns 0.
+   * Whether `receive` parses its frames (header, MACs, offload validation:
+   * ingress.ts). A TAP's kernel frames are parsed as they are read, into
+   * the driver's own slots. A guest's are not: the engine parses each one
+   * just before it classifies and delivers it (engine.ts #poll says why).
+   */
+  readonly parses: boolean;
+  /**
+   * Takes up to `max` frames into `burst[0..n)`, parsed if `parses`. A
+   * frame that failed is counted and has `out === OUT_DROP`. Returns n (0:
+   * nothing waiting). A corrupt queue breaks the port and returns 0.
    */
   receive(max: number): number;
   /**
    * Ends the burst: frames [0, taken) were delivered (or dropped) and are
    * released; frames [taken, n) were held back and come first in the next
-   * `receive`.
+   * `receive`. Of those, [taken, seen) were counted and captured already
+   * (`Frame.again` next time); the engine stops at a held frame, so the
+   * ones after it were not.
    */
-  complete(n: number, taken: number): void;
+  complete(n: number, taken: number, seen: number): void;
   /** End of round: publishes what the port was given, with at most one interrupt. */
   flush(): void;
 }

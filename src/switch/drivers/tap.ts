@@ -44,6 +44,8 @@ const MAP_SIZE = SEG_OFFSET + TAP_SEG_SIZE;
 /** One TAP queue. */
 export class TapQueue implements PortDriver {
   readonly burst: Frame[] = makeBurst(BURST);
+  /** A TAP's frames are parsed as they are read (each failure frees its slot at once). */
+  readonly parses = true;
   /** The driver's memory: staging slots, header area, segment buffer. */
   readonly #map: Mapping;
   readonly #bytes: Uint8Array;
@@ -52,6 +54,8 @@ export class TapQueue implements PortDriver {
   readonly #slots: Uint8Array[] = [];
   /** Frames held back at the front of `burst`, already parsed. */
   #pending = 0;
+  /** How many of those were counted and captured already (`complete`'s `seen`). */
+  #pendingSeen = 0;
   readonly #iov = new IovecArray(MAX_SEGS + 2);
   readonly #hdr32: Uint32Array;
   readonly #hdrAddr: number;
@@ -96,7 +100,7 @@ export class TapQueue implements PortDriver {
     const caps = p.ingressCaps, maxFrame = p.maxFrame;
     let k = this.#pending;
     this.#pending = 0;
-    for (let i = 0; i < k; i++) burst[i].again = true;
+    for (let i = 0; i < k; i++) burst[i].again = i < this.#pendingSeen;
     // At most `max` reads per round, whatever they yield (the kernel may be
     // flooded with frames the parser refuses: item 27's bound holds for TAPs too).
     for (let reads = k; k < max && reads < max; reads++) {
@@ -126,7 +130,7 @@ export class TapQueue implements PortDriver {
     return k;
   }
 
-  complete(n: number, taken: number): void {
+  complete(n: number, taken: number, seen: number): void {
     if (taken >= n) return;
     // Held frames move to the front, in order, with their slots (records swap places).
     const burst = this.burst;
@@ -136,6 +140,7 @@ export class TapQueue implements PortDriver {
       burst[i] = t;
     }
     this.#pending = n - taken;
+    this.#pendingSeen = seen - taken;
   }
 
   flush(): void {

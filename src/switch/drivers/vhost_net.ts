@@ -28,7 +28,6 @@ import { writeBytes } from "../../net/segment.ts";
 import { C } from "../counters.ts";
 import type { DpPort } from "../dp_port.ts";
 import { type Frame, makeBurst, MAX_SEGS, OUT_DROP } from "../frame.ts";
-import { PARSE_OK, parseFrame } from "../ingress.ts";
 import { BURST, type PortDriver } from "./port_driver.ts";
 
 /** Most RX chains one mergeable frame may take (64 KiB in 1 KiB buffers). */
@@ -58,6 +57,8 @@ export class VhostNetQueuePair implements PortDriver {
   /** RX chains known to be available beyond those taken (avail.idx read lazily). */
   rxKnown = 0;
   readonly burst: Frame[] = makeBurst(BURST);
+  /** The engine parses a guest's frames, each just before its delivery. */
+  readonly parses = false;
   /** The RX chains of the frame being delivered (filled by `acquire`). */
   readonly dst: SegList = new SegList(MAX_SEGS);
   readonly #heads = new Int32Array(MAX_MERGE);
@@ -110,7 +111,7 @@ export class VhostNetQueuePair implements PortDriver {
     const burst = this.burst;
     const again = this.#again;
     this.#again = 0;
-    const hl = this.hdrLen, caps = p.ingressCaps, maxFrame = p.maxFrame;
+    const hl = this.hdrLen;
     for (let k = 0; k < n; k++) {
       const f = burst[k];
       const head = ring.nextHead();
@@ -125,23 +126,17 @@ export class VhostNetQueuePair implements PortDriver {
       }
       f.pos = hl;
       f.len = total - hl;
-      const r = parseFrame(f, caps, maxFrame, false);
-      if (r !== PARSE_OK) {
-        c[cb + r]++;
-        f.out = OUT_DROP;
-      } else {
-        f.out = 0;
-      }
+      f.out = 0;
     }
     return n;
   }
 
-  complete(n: number, taken: number): void {
+  complete(n: number, taken: number, seen: number): void {
     const ring = this.tx;
     if (ring === null) return;
     if (taken < n) {
       ring.unget(n - taken); // held back: taken again next round
-      this.#again = n - taken;
+      this.#again = seen - taken;
     }
     // TX buffers go back only now, after every copy out of them, with length
     // 0: the device wrote nothing (§2.7.8).
