@@ -224,7 +224,7 @@ async function measure(rig: Rig, system: System, path: PathDef, row: Row): Promi
         serverQemu: sq?.other ?? null,
       });
       if (pid !== undefined && before) {
-        const cores = coresByName(before, threadTimes(pid), (performance.now() - t0) / 1000);
+        const cores = coresByName(before, threadTimes(pid), secs);
         row.switchCores ??= { forward: [], reverse: [] };
         row.switchCores[reverse ? "reverse" : "forward"].push(cores);
       }

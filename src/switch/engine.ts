@@ -221,7 +221,7 @@ export class Engine {
   // Parsing the burst first put 14.5 % of the worker's busy time in readMacs
   // at 1500 B, against 4.7 % in the per-frame code before the pipeline
   // (profile_loop cpuprof, 2026-12-06). `bench:loop-ab HEAD --runs 5`,
-  // 2026-12-06: 64 B 1.10× (5.68 → 6.27 Mpps), 1500 B 1.07× (3.91 → 4.20).
+  // 2026-12-06: 64 B 1.07× (5.68 → 6.08 Mpps), 1500 B 1.08× (3.83 → 4.12).
   #poll(p: DpPort, now: number): number {
     const d = p.driver!;
     const n = d.receive(BURST);

@@ -160,14 +160,10 @@ function copyPiece(
     }
   } else if (w.packed) {
     // Each range once in views[0] (address_window.ts): its bytes from the segment's range.
-    const rs = src.range[si], rd = dst.range[di];
-    if (rs >= 0 && rs < w.ranges && rd >= 0 && rd < w.ranges) {
-      const sr = sa - w.rangeStart[rs], dr = da - w.rangeStart[rd];
-      if (sr >= 0 && sr + n <= w.rangeSize[rs] && dr >= 0 && dr + n <= w.rangeSize[rd]) {
-        const from = w.rangeAt[rs] + sr;
-        w.views[0].copyWithin(w.rangeAt[rd] + dr, from, from + n);
-        return;
-      }
+    const from = packedAt(w, src.range[si], sa, n), to = packedAt(w, dst.range[di], da, n);
+    if (from >= 0 && to >= 0) {
+      w.views[0].copyWithin(to, from, from + n);
+      return;
     }
   } else {
     const a = chunkAt(w, src.range[si], sa, n);
@@ -184,6 +180,16 @@ function copyPiece(
   }
   if (w.legacy) dst.views[di].set(src.views[si].subarray(s, s + n), d);
   else wordCopy(dst.views[di], dst.words[di], d, src.views[si], src.words[si], s, n);
+}
+
+/**
+ * Packed mode: where `n` bytes at `addr` of range `range` lie in the one
+ * view, or -1 if the range does not hold them (a wrong or stale range).
+ */
+function packedAt(w: typeof win, range: number, addr: number, n: number): number {
+  if (range < 0 || range >= w.ranges) return -1;
+  const rel = addr - w.rangeStart[range];
+  return rel >= 0 && rel + n <= w.rangeSize[range] ? w.rangeAt[range] + rel : -1;
 }
 
 /** Set by `chunkAt`: the offset of the bytes in their chunk. */
@@ -218,10 +224,8 @@ export function segmentChunk(list: SegList, i: number): { chunk: number; offset:
     return { chunk: ok ? 0 : -1, offset: ok ? addr - w.base : 0 };
   }
   if (w.packed) {
-    const r = list.range[i];
-    const rel = r >= 0 && r < w.ranges ? addr - w.rangeStart[r] : -1;
-    const ok = rel >= 0 && rel + n <= w.rangeSize[r];
-    return { chunk: ok ? 0 : -1, offset: ok ? w.rangeAt[r] + rel : 0 };
+    const at = packedAt(w, list.range[i], addr, n);
+    return { chunk: at >= 0 ? 0 : -1, offset: at >= 0 ? at : 0 };
   }
   const chunk = chunkAt(w, list.range[i], addr, n);
   return { chunk, offset: chunk >= 0 ? chunkOff : 0 };
